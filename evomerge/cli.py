@@ -1,0 +1,61 @@
+"""The `evomerge` command: parses arguments and hands over to one module per subcommand.
+
+Subcommand modules are imported only when chosen, so `evomerge --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from evomerge import __version__
+from evomerge.errors import EvomergeError
+
+# name -> (module under evomerge.commands, one-line help). An explicit table, no import magic.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "merge": ("merge", "merge checkpoints as a recipe YAML says and write a Hugging Face checkpoint"),
+    "analyze": ("analyze", "task-vector statistics: density, unique/shared changes, RAM+ rho and lambda"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evomerge",
+        description="Merge RL-trained LLM agents (RAM, RAM+, TIES, DARE, ...) and search for the best merge.",
+    )
+    parser.add_argument("--version", action="version", version=f"evomerge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(f"evomerge.commands.{module}")
+        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except EvomergeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

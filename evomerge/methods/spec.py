@@ -1,0 +1,139 @@
+"""Declarative description of a merge method: its parameters, their defaults and valid ranges.
+
+A method is a pure function over float32 tensors plus a `MethodSpec`. The engine never looks
+inside a method; it only asks the spec what the method needs (a base, a global statistics
+pass, randomness) and calls `spec.merge(...)` once per tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from evomerge.errors import RecipeError
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One method parameter.
+
+    `per_model` parameters accept a scalar (broadcast to every model) or a list with one value
+    per model; after `MethodSpec.resolve` they are always a tuple of length N.
+    """
+
+    name: str
+    default: Any
+    description: str
+    low: float | None = None
+    high: float | None = None
+    per_model: bool = False
+    choices: tuple[Any, ...] | None = None
+    # open bounds: e.g. density must be > 0 but may equal 1
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def check(self, value: Any, where: str) -> Any:
+        if self.choices is not None:
+            if value not in self.choices:
+                raise RecipeError(f"{where}: parameter '{self.name}' must be one of {list(self.choices)}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{where}: parameter '{self.name}' must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise RecipeError(f"{where}: parameter '{self.name}' must be finite, got {value!r}")
+        too_low = self.low is not None and (value < self.low or (not self.low_inclusive and value == self.low))
+        too_high = self.high is not None and (value > self.high or (not self.high_inclusive and value == self.high))
+        if too_low or too_high:
+            lo = "-inf" if self.low is None else f"{self.low}"
+            hi = "inf" if self.high is None else f"{self.high}"
+            lb = "[" if self.low_inclusive else "("
+            hb = "]" if self.high_inclusive else ")"
+            raise RecipeError(
+                f"{where}: parameter '{self.name}' = {value} is outside its valid range {lb}{lo}, {hi}{hb}"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class GlobalOverlap:
+    """Whole-model change counts per agent at one epsilon (the paper's Eq. 2 numerator/denominator).
+
+    shared[t]: entries agent t changed that at least one other agent also changed (c_i >= 2).
+    unique[t]: entries only agent t changed (c_i == 1).
+    """
+
+    epsilon: float
+    shared: tuple[int, ...]
+    unique: tuple[int, ...]
+    total: int  # number of coordinates counted
+
+
+@dataclass(frozen=True)
+class TensorContext:
+    """What a method may know about the tensor it merges besides the values."""
+
+    name: str
+    seed: int  # derived from the recipe seed and the tensor name: order-independent randomness
+    global_overlap: GlobalOverlap | None = None  # set when the spec asks for it
+
+
+# base (float32), deltas (float32, one per model, same shape as base), resolved params, context
+MergeFn = Callable[[torch.Tensor, Sequence[torch.Tensor], Mapping[str, Any], TensorContext], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    description: str
+    merge: MergeFn
+    params: tuple[ParamSpec, ...] = ()
+    requires_base: bool = True
+    min_models: int = 1
+    max_models: int | None = None
+    randomized: bool = False
+    # name of the epsilon parameter when the method needs the whole-model overlap statistics
+    # (RAM+ with rho_scope=global); None when it does not
+    global_overlap_param: str | None = None
+    mergekit_name: str | None = None  # the same method in mergekit 0.1.5, if any
+    paper: str = ""  # where the formula comes from
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def param(self, name: str) -> ParamSpec:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def resolve(self, params: Mapping[str, Any], n_models: int, where: str) -> dict[str, Any]:
+        """Validate user parameters, fill defaults, broadcast per-model values to tuples."""
+        known = {p.name for p in self.params}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise RecipeError(
+                f"{where}: method '{self.name}' has no parameter(s) {unknown}; "
+                f"its parameters are {sorted(known) or 'none'}"
+            )
+        if n_models < self.min_models or (self.max_models is not None and n_models > self.max_models):
+            need = f"{self.min_models}" if self.max_models == self.min_models else (
+                f"at least {self.min_models}" if self.max_models is None else f"{self.min_models}-{self.max_models}")
+            raise RecipeError(f"{where}: method '{self.name}' needs {need} model(s), got {n_models}")
+        out: dict[str, Any] = {}
+        for p in self.params:
+            value = params.get(p.name, p.default)
+            if p.per_model:
+                values = list(value) if isinstance(value, (list, tuple)) else [value] * n_models
+                if len(values) != n_models:
+                    raise RecipeError(
+                        f"{where}: parameter '{p.name}' of '{self.name}' has {len(values)} values "
+                        f"but there are {n_models} models (give one value or one per model)"
+                    )
+                out[p.name] = tuple(p.check(v, where) for v in values)
+            else:
+                if isinstance(value, (list, tuple)):
+                    raise RecipeError(f"{where}: parameter '{p.name}' of '{self.name}' takes one value, not a list")
+                out[p.name] = p.check(value, where)
+        return out
