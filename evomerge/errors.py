@@ -11,3 +11,15 @@ class RecipeError(EvomergeError):
 
 class CheckpointError(EvomergeError):
     """A checkpoint directory is missing, corrupt, unsafe or incompatible with the others."""
+
+
+class SearchSpaceError(EvomergeError):
+    """A search space YAML is invalid, or a genome or recipe does not fit the space."""
+
+
+class ExperimentError(EvomergeError):
+    """An experiment YAML is invalid, or a run directory does not match it."""
+
+
+class EvaluationError(EvomergeError):
+    """A benchmark suite, its data, a generation backend or saved completions cannot be used as asked."""

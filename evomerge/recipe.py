@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from evomerge.yamlio import load_yaml
 from evomerge.errors import RecipeError
 
 DType = Literal["float32", "float16", "bfloat16"]
@@ -198,7 +199,7 @@ class MergeRecipe(BaseModel):
         """Load a recipe file. Relative model paths are resolved against the file's directory."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml(path.read_text())
         except FileNotFoundError:
             raise RecipeError(f"{path}: recipe file not found") from None
         except yaml.YAMLError as exc:

@@ -25,3 +25,12 @@ def test_parse_layers():
     for bad in ("5-2", "a-b", [-1], True):
         with pytest.raises(RecipeError):
             parse_layers(bad)
+
+
+def test_yaml_reads_exponent_floats_without_a_dot(tmp_path, tiny_family):
+    from evomerge.recipe import MergeRecipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"base: {tiny_family['base']}\nmodels: [{tiny_family['coding']}]\n"
+                    "method: ram\nparameters: {epsilon: 1e-5}\n")
+    assert MergeRecipe.from_yaml(path).parameters["epsilon"] == 1e-5

@@ -101,6 +101,9 @@ class MethodSpec:
     mergekit_name: str | None = None  # the same method in mergekit 0.1.5, if any
     paper: str = ""  # where the formula comes from
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # checks that involve several parameters at once (e.g. weights that sum to zero), run at the end
+    # of `resolve` on the resolved values; raises RecipeError naming `where`
+    check_params: Callable[[Mapping[str, Any], str], None] | None = None
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -136,4 +139,6 @@ class MethodSpec:
                 if isinstance(value, (list, tuple)):
                     raise RecipeError(f"{where}: parameter '{p.name}' of '{self.name}' takes one value, not a list")
                 out[p.name] = p.check(value, where)
+        if self.check_params is not None:
+            self.check_params(out, where)
         return out

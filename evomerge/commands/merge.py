@@ -1,0 +1,45 @@
+"""Merge checkpoints as a recipe YAML says and write a Hugging Face checkpoint.
+
+The recipe names a base, the models, a method with its parameters, an output dtype, a seed and
+per-layer / per-module overrides (see the README). The output directory gets sharded safetensors
+(+ index), config.json, the base's tokenizer and generation files, and merge_recipe.yaml
+(the recipe, the evomerge version and fingerprints of the inputs). It appears only when the
+merge succeeded: a failed or interrupted merge leaves nothing behind.
+
+example:
+  evomerge merge recipe.yaml merged/ --device cpu --shard-size 2GB
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe YAML (or the merge_recipe.yaml of an earlier merge)")
+    parser.add_argument("out_dir", help="output checkpoint directory (must not exist unless --overwrite)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available; default)")
+    parser.add_argument("--shard-size", default="5GB", help="largest output shard, e.g. 5GB, 500MB, 2GiB (default 5GB)")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                        help="output dtype (default: the recipe's, else the base's)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT_DIR if it exists (only once the merge succeeded)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    # Before torch loads OpenMP: spinning waiters make every large tensor op wait out a time slice for
+    # a descheduled thread on a shared CPU (measured 5x slower merges); sleeping ones cost ~nothing.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from evomerge.engine import load_recipe_file, merge_to_disk
+
+    recipe = load_recipe_file(args.recipe)
+    result = merge_to_disk(
+        recipe, args.out_dir, device=args.device, shard_size=args.shard_size, dtype=args.dtype,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    print(f"wrote {result.out_dir}: {result.tensors} tensors in {len(result.files)} file(s), "
+          f"{result.dtype}, {result.seconds:.1f} s")
+    return 0

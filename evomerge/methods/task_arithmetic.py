@@ -1,0 +1,235 @@
+"""Task arithmetic and its pruned / sign-elected relatives: TIES, DARE (linear and TIES), Model Breadcrumbs.
+
+One rule covers the family, with mergekit 0.1.5's parameter names, defaults and semantics
+(`mergekit/merge_methods/generalized_task_arithmetic.py`):
+
+  1. prune each task vector tau_t (magnitude top-k, random drop, or magnitude band), optionally rescale
+  2. weight it: w_t * tau_t
+  3. combine: plain sum, or TIES sign election (majority sign of the weighted sum per entry; only the
+     entries that agree with it are summed: the 'disjoint' sum)
+  4. normalize (optional): divide by the sum of the weights (TIES: of the weights of the agreeing entries)
+  5. merged = base + lambda * result
+
+Implementation: one pass per model with fused ops, accumulating a positive and a negative sum so the
+sign election needs no (N, *shape) stack: the elected sum is the positive sum where the total is >= 0,
+else the negative sum.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from evomerge.methods import sparsify
+from evomerge.methods.spec import MethodSpec, ParamSpec, TensorContext
+
+NO_PRUNING, MAGNITUDE, RANDOM, OUTLIERS = "none", "magnitude", "random", "outliers"
+
+
+def _pruned(pruning: str, delta: torch.Tensor, params: Mapping[str, Any], t: int, ctx: TensorContext):
+    """A new tensor with the entries that survive pruning (the rest zero), or None: nothing pruned."""
+    if pruning == MAGNITUDE:
+        return sparsify.magnitude_prune(delta, params["density"][t])
+    if pruning == OUTLIERS:
+        return sparsify.outlier_band_prune(delta, params["density"][t], params["gamma"][t])
+    if pruning == RANDOM:
+        keep = sparsify.random_keep(delta, params["density"][t], sparsify.model_seed(ctx.seed, t))
+        return None if keep is None else keep.mul_(delta)
+    return None
+
+
+def _rescale(
+    pruning: str, delta: torch.Tensor, pruned: torch.Tensor | None, params: Mapping[str, Any], t: int
+) -> float:
+    if pruned is None or not params.get("rescale", False):
+        return 1.0
+    if pruning == RANDOM and params["rescale_mode"] == "inverse_density":
+        return 1.0 / params["density"][t]  # DARE: E[rescaled kept entry] = the entry
+    return sparsify.l1_rescale(delta, pruned)
+
+
+def _weighted(pruning: str, delta: torch.Tensor, params: Mapping[str, Any], t: int, ctx: TensorContext, scale: float):
+    """(tensor to add, coefficient): the pruned task vector, or the task vector itself when nothing is
+    pruned (then it must not be modified), and the weight times rescale factor times `scale`."""
+    pruned = _pruned(pruning, delta, params, t, ctx)
+    coefficient = params["weight"][t] * _rescale(pruning, delta, pruned, params, t) * scale
+    return (delta if pruned is None else pruned), coefficient
+
+
+def combine(
+    base: torch.Tensor,
+    deltas: Sequence[torch.Tensor],
+    params: Mapping[str, Any],
+    ctx: TensorContext,
+    pruning: str,
+    sign_election: bool,
+) -> torch.Tensor:
+    """The family's rule (module docstring) for one tensor; returns the merged weight."""
+    weights = params["weight"]
+    normalize = params["normalize"]
+    scale = params["lambda"]
+    if not sign_election:
+        divisor = sum(weights)
+        if not normalize or abs(divisor) < 1e-8:  # mergekit: a (near-)zero weight sum is not divided by
+            divisor = 1.0
+        out = base.clone()
+        for t, delta in enumerate(deltas):
+            term, coefficient = _weighted(pruning, delta, params, t, ctx, scale / divisor)
+            out.add_(term, alpha=coefficient)
+            del term
+        return out
+
+    # TIES sign election without an (N, *shape) stack: per entry, the sum of the positive weighted
+    # entries and the sum of the negative ones; the elected sign is that of their total.
+    positive_sum = torch.zeros_like(base)
+    negative_sum = torch.zeros_like(base)
+    positive_weight = torch.zeros_like(base) if normalize else None
+    negative_weight = torch.zeros_like(base) if normalize else None
+    for t, delta in enumerate(deltas):
+        term, coefficient = _weighted(pruning, delta, params, t, ctx, 1.0)
+        # split the unscaled term; the coefficient rides on add_'s alpha (one pass fewer than scaling).
+        # A negative coefficient flips signs: the term's negative part lands in the positive sum.
+        upper = term.clamp(min=0)
+        lower = term.sub_(upper) if term is not delta else term - upper  # exact: x - x = 0, x - 0 = x
+        positive, negative = (upper, lower) if coefficient >= 0 else (lower, upper)
+        positive_sum.add_(positive, alpha=coefficient)
+        negative_sum.add_(negative, alpha=coefficient)
+        if normalize:  # weights of the models on each side: sign() of each part is 0 or +-1
+            side = weights[t] if coefficient >= 0 else -weights[t]
+            positive_weight.add_(positive.sign_(), alpha=side)
+            negative_weight.add_(negative.sign_(), alpha=-side)
+        del term, upper, lower, positive, negative
+    # 1.0 where the total is >= 0 (ties elect +), else 0.0: float arithmetic instead of torch.where
+    elected_positive = torch.add(positive_sum, negative_sum).sign_().add_(1).clamp_(max=1)
+    mixed = positive_sum.mul_(elected_positive)
+    if normalize:
+        divisor = positive_weight.mul_(elected_positive)
+    elected_negative = elected_positive.neg_().add_(1)
+    mixed.addcmul_(negative_sum, elected_negative)  # exact: one of the two terms is 0
+    del negative_sum
+    if normalize:
+        divisor.addcmul_(negative_weight, elected_negative)
+        # a zero divisor (no agreeing model, or weights that cancel) becomes 1: add 1 - |sign(divisor)|
+        divisor.add_(divisor.sign().abs_().neg_().add_(1))
+        mixed.div_(divisor)
+    if scale != 1:
+        mixed.mul_(scale)
+    return mixed.add_(base)
+
+
+def task_arithmetic_merge(base, deltas, params, ctx):
+    return combine(base, deltas, params, ctx, NO_PRUNING, sign_election=False)
+
+
+def ties_merge(base, deltas, params, ctx):
+    return combine(base, deltas, params, ctx, MAGNITUDE, sign_election=True)
+
+
+def dare_linear_merge(base, deltas, params, ctx):
+    return combine(base, deltas, params, ctx, RANDOM, sign_election=False)
+
+
+def dare_ties_merge(base, deltas, params, ctx):
+    return combine(base, deltas, params, ctx, RANDOM, sign_election=True)
+
+
+def breadcrumbs_merge(base, deltas, params, ctx):
+    return combine(base, deltas, params, ctx, OUTLIERS, sign_election=False)
+
+
+def breadcrumbs_ties_merge(base, deltas, params, ctx):
+    return combine(base, deltas, params, ctx, OUTLIERS, sign_election=True)
+
+
+def _flag(name: str, default: bool, description: str) -> ParamSpec:
+    return ParamSpec(name, default, description, choices=(True, False))
+
+
+WEIGHT = ParamSpec("weight", 1.0, "weight of each model's task vector (any finite number)", per_model=True)
+LAMBDA = ParamSpec("lambda", 1.0, "scale of the merged task vector (any finite number)")
+DENSITY_TOPK = ParamSpec("density", 1.0, "fraction of each task vector's entries kept, largest |tau| first",
+                         low=0.0, high=1.0, low_inclusive=False, per_model=True)
+DENSITY_RANDOM = ParamSpec("density", 1.0, "probability that each entry of a task vector is kept (DARE)",
+                           low=0.0, high=1.0, low_inclusive=False, per_model=True)
+DENSITY_BAND = ParamSpec("density", 1.0, "fraction of each task vector's entries kept after dropping the "
+                         "largest (gamma) and smallest magnitudes; 1 keeps everything (gamma ignored)",
+                         low=0.0, high=1.0, low_inclusive=False, per_model=True)
+GAMMA = ParamSpec("gamma", 0.01, "fraction of largest-magnitude entries dropped as outliers",
+                  low=0.0, high=1.0, high_inclusive=False, per_model=True)
+RESCALE_MODE = ParamSpec(
+    "rescale_mode", "inverse_density",
+    "how `rescale` scales kept entries: 'inverse_density' = 1/density (the DARE paper), "
+    "'l1' = match the task vector's L1 norm (mergekit 0.1.5's dare_*)",
+    choices=("inverse_density", "l1"),
+)
+
+
+def _normalize(default: bool, sign_election: bool) -> ParamSpec:
+    over = "the weights of the models that agree with the elected sign" if sign_election else "the sum of the weights"
+    return _flag("normalize", default, f"divide the merged task vector by {over}")
+
+
+def _rescale_flag(default: bool, random: bool) -> ParamSpec:
+    if random:
+        return _flag("rescale", default, "rescale the kept entries of each pruned task vector (how: rescale_mode)")
+    return _flag("rescale", default,
+                 "rescale the kept entries so each pruned task vector keeps its L1 norm (as mergekit)")
+
+
+TASK_ARITHMETIC = MethodSpec(
+    name="task_arithmetic",
+    description="base + lambda * sum_t weight_t * tau_t (optionally divided by the weight sum)",
+    merge=task_arithmetic_merge,
+    params=(WEIGHT, _normalize(False, False), LAMBDA),
+    mergekit_name="task_arithmetic",
+    paper="Ilharco et al. 2023, 'Editing Models with Task Arithmetic', arXiv 2212.04089",
+)
+
+TIES = MethodSpec(
+    name="ties",
+    description="TIES: keep each task vector's top-density magnitudes, elect a sign per entry from the weighted "
+                "sum, add only agreeing entries (disjoint mean when normalize)",
+    merge=ties_merge,
+    params=(WEIGHT, DENSITY_TOPK, _normalize(True, True), _rescale_flag(False, False), LAMBDA),
+    mergekit_name="ties",
+    paper="Yadav et al. 2023, 'TIES-Merging', arXiv 2306.01708",
+)
+
+DARE_LINEAR = MethodSpec(
+    name="dare_linear",
+    description="DARE + task arithmetic: drop entries at random (keep probability = density), rescale, weighted sum",
+    merge=dare_linear_merge,
+    params=(WEIGHT, DENSITY_RANDOM, _normalize(False, False), _rescale_flag(True, True), RESCALE_MODE, LAMBDA),
+    randomized=True,
+    mergekit_name="dare_linear",
+    paper="Yu et al. 2024, 'Language Models are Super Mario' (DARE), arXiv 2311.03099",
+)
+
+DARE_TIES = MethodSpec(
+    name="dare_ties",
+    description="DARE + TIES: drop entries at random (keep probability = density), rescale, TIES sign election",
+    merge=dare_ties_merge,
+    params=(WEIGHT, DENSITY_RANDOM, _normalize(False, True), _rescale_flag(True, True), RESCALE_MODE, LAMBDA),
+    randomized=True,
+    mergekit_name="dare_ties",
+    paper="Yu et al. 2024, 'Language Models are Super Mario' (DARE), arXiv 2311.03099",
+)
+
+BREADCRUMBS = MethodSpec(
+    name="breadcrumbs",
+    description="Model Breadcrumbs: drop each task vector's largest (gamma) and smallest magnitudes, weighted sum",
+    merge=breadcrumbs_merge,
+    params=(WEIGHT, DENSITY_BAND, GAMMA, _normalize(False, False), _rescale_flag(False, False), LAMBDA),
+    mergekit_name="breadcrumbs",
+    paper="Davari & Belilovsky 2024, 'Model Breadcrumbs', arXiv 2312.06795",
+)
+
+BREADCRUMBS_TIES = MethodSpec(
+    name="breadcrumbs_ties",
+    description="Model Breadcrumbs pruning followed by TIES sign election",
+    merge=breadcrumbs_ties_merge,
+    params=(WEIGHT, DENSITY_BAND, GAMMA, _normalize(False, True), _rescale_flag(False, False), LAMBDA),
+    mergekit_name="breadcrumbs_ties",
+    paper="Davari & Belilovsky 2024, 'Model Breadcrumbs', arXiv 2312.06795",
+)

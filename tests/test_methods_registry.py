@@ -1,0 +1,182 @@
+"""The method table: names, parameters, defaults, validation, and properties every method keeps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from evomerge.errors import RecipeError
+from evomerge.methods.registry import METHODS, get_method
+from evomerge.methods.spec import GlobalOverlap, TensorContext
+from evomerge.recipe import MergeRecipe
+from evomerge.taskvectors import overlap_counts
+
+# name -> {parameter: default}; the README's method table is this
+DEFAULTS = {
+    "ram": {"epsilon": 1e-5},
+    "ram_plus": {"epsilon": 1e-5, "r": 0.1, "alpha": 2.0, "rho_scope": "global"},
+    "ram_plus_soft": {"epsilon": 1e-5, "r": 0.1, "rho_scope": "global"},
+    "linear": {"weight": 1.0, "normalize": True},
+    "task_arithmetic": {"weight": 1.0, "normalize": False, "lambda": 1.0},
+    "ties": {"weight": 1.0, "density": 1.0, "normalize": True, "rescale": False, "lambda": 1.0},
+    "dare_linear": {"weight": 1.0, "density": 1.0, "normalize": False, "rescale": True,
+                    "rescale_mode": "inverse_density", "lambda": 1.0},
+    "dare_ties": {"weight": 1.0, "density": 1.0, "normalize": False, "rescale": True,
+                  "rescale_mode": "inverse_density", "lambda": 1.0},
+    "breadcrumbs": {"weight": 1.0, "density": 1.0, "gamma": 0.01, "normalize": False, "rescale": False, "lambda": 1.0},
+    "breadcrumbs_ties": {"weight": 1.0, "density": 1.0, "gamma": 0.01, "normalize": False, "rescale": False,
+                         "lambda": 1.0},
+    "slerp": {"t": 0.5},
+}
+
+
+def test_registry_names_and_defaults():
+    assert set(METHODS) == set(DEFAULTS)
+    for name, spec in METHODS.items():
+        assert spec.name == name
+        assert {p.name: p.default for p in spec.params} == DEFAULTS[name], name
+        assert all(p.description for p in spec.params)
+    assert {n for n, s in METHODS.items() if s.randomized} == {"dare_linear", "dare_ties"}
+    assert {n for n, s in METHODS.items() if not s.requires_base} == {"linear", "slerp"}
+    assert {n for n, s in METHODS.items() if s.global_overlap_param} == {"ram_plus", "ram_plus_soft"}
+
+
+def test_unknown_method_is_a_recipe_error():
+    with pytest.raises(RecipeError, match="unknown merge method 'tie'.*ties"):
+        get_method("tie")
+    with pytest.raises(RecipeError, match="unknown merge method"):
+        MergeRecipe.from_dict({"base": "b", "models": ["a"], "method": "average"})
+
+
+def test_unknown_parameter_is_a_recipe_error():
+    with pytest.raises(RecipeError, match=r"'ties' has no parameter\(s\) \['densty'\]"):
+        get_method("ties").resolve({"densty": 0.5}, 2, "recipe")
+    with pytest.raises(RecipeError, match="int8_mask"):  # mergekit's memory option has no meaning here
+        MergeRecipe.from_dict({"base": "b", "models": ["a"], "method": "ties", "parameters": {"int8_mask": True}})
+
+
+@pytest.mark.parametrize("method,params", [
+    ("ram", {"epsilon": 0.0}),
+    ("ram", {"epsilon": -1e-5}),
+    ("ram_plus", {"r": -0.1}),
+    ("ram_plus", {"r": 1.5}),
+    ("ram_plus", {"alpha": 0.0}),
+    ("ram_plus", {"rho_scope": "layer"}),
+    ("ram_plus_soft", {"epsilon": math.nan}),
+    ("ties", {"density": 0.0}),
+    ("ties", {"density": 1.01}),
+    ("ties", {"density": [0.5, 2.0]}),
+    ("ties", {"normalize": "yes"}),
+    ("dare_ties", {"density": 0.0}),
+    ("dare_linear", {"rescale_mode": "l2"}),
+    ("breadcrumbs", {"gamma": 1.0}),
+    ("breadcrumbs", {"gamma": -0.01}),
+    ("task_arithmetic", {"weight": [1.0, 2.0, 3.0]}),  # 2 models
+    ("task_arithmetic", {"weight": "heavy"}),
+    ("task_arithmetic", {"lambda": math.inf}),
+    ("task_arithmetic", {"lambda": [1.0, 2.0]}),  # not per model
+    ("slerp", {"t": 1.5}),
+])
+def test_invalid_parameters_are_recipe_errors(method, params):
+    with pytest.raises(RecipeError, match="recipe"):
+        get_method(method).resolve(params, 2, "recipe")
+
+
+def test_recipe_checks_parameters_of_overrides_too():
+    with pytest.raises(RecipeError, match=r"overrides\[0\].*density"):
+        MergeRecipe.from_dict({"base": "b", "models": ["a", "c"], "method": "ram",
+                               "overrides": [{"layers": "0-1", "method": "ties", "parameters": {"density": 3}}]})
+
+
+def test_ram_plus_takes_at_most_16_agents():
+    get_method("ram").resolve({}, 40, "recipe")  # plain RAM needs no pattern counts
+    with pytest.raises(RecipeError, match="1-16 model"):
+        get_method("ram_plus").resolve({}, 17, "recipe")
+
+
+def test_per_model_parameters_broadcast():
+    params = get_method("ties").resolve({"weight": [0.5, 1.5, 1.0], "density": 0.3}, 3, "recipe")
+    assert params["weight"] == (0.5, 1.5, 1.0) and params["density"] == (0.3, 0.3, 0.3)
+
+
+# -- properties of every method -----------------------------------------------------------------
+
+
+def run(name, base, deltas, params=None):
+    spec = get_method(name)
+    resolved = spec.resolve(params or {}, len(deltas), "test")
+    eps = spec.global_overlap_param and resolved[spec.global_overlap_param]
+    overlap = overlap_counts(deltas, eps).as_global_overlap(eps) if eps else None
+    return spec.merge(base, deltas, resolved, TensorContext("model.layers.1.mlp.down_proj.weight", 7, overlap))
+
+
+def sample(n_models=3, shape=(33, 17), seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(shape, generator=g)
+    deltas = [torch.randn(shape, generator=g) * 1e-3 * (torch.rand(shape, generator=g) < 0.5) for _ in range(n_models)]
+    return base.to(device), [d.to(device) for d in deltas]
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_methods_return_float32_of_the_base_shape_and_leave_inputs_alone(name):
+    base, deltas = sample(2 if name == "slerp" else 3)
+    params = {"density": 0.5} if "density" in DEFAULTS[name] else {}
+    copies = [base.clone()] + [d.clone() for d in deltas]
+    out = run(name, base, deltas, params)
+    assert out.dtype == torch.float32 and out.shape == base.shape
+    assert out.data_ptr() not in {t.data_ptr() for t in [base, *deltas]}
+    for before, after in zip(copies, [base, *deltas]):
+        assert torch.equal(before, after), f"{name} modified its inputs (the engine keeps them resident)"
+
+
+# methods configured as averages: N identical agents must give that agent back
+AVERAGING = {
+    "ram": {}, "ram_plus": {}, "ram_plus_soft": {}, "linear": {}, "slerp": {},
+    "task_arithmetic": {"normalize": True}, "ties": {}, "dare_linear": {"normalize": True},
+    "dare_ties": {"normalize": True}, "breadcrumbs": {"normalize": True}, "breadcrumbs_ties": {"normalize": True},
+}
+
+
+@pytest.mark.parametrize("name", sorted(AVERAGING))
+def test_identical_agents_merge_to_the_agent(name):
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(21, 8, generator=g)
+    delta = torch.randn(21, 8, generator=g) * 1e-2  # all far above epsilon
+    n = 2 if name == "slerp" else 3
+    out = run(name, base, [delta.clone() for _ in range(n)], AVERAGING[name])
+    torch.testing.assert_close(out, base + delta, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_methods_run_on_cuda_like_on_cpu(name):
+    n = 2 if name == "slerp" else 3
+    params = {"density": 0.4} if "density" in DEFAULTS[name] else {}
+    base, deltas = sample(n, shape=(512, 384))
+    gbase, gdeltas = base.cuda(), [d.cuda() for d in deltas]
+    out = run(name, gbase, gdeltas, params)
+    assert out.device.type == "cuda"
+    if get_method(name).randomized:
+        # CUDA and CPU generators draw different streams: same seed -> same CUDA tensor, same keep rate
+        assert torch.equal(out, run(name, gbase, gdeltas, params))
+        changed = (deltas[0] != 0).sum().item()
+        kept = ((out.cpu() - base) != 0).sum().item()
+        assert kept > 0 and changed > 0
+        return
+    # magnitude selection, reductions and fused kernels may differ in the last bits
+    torch.testing.assert_close(out.cpu(), run(name, base, deltas, params), rtol=1e-5, atol=1e-6)
+
+
+def test_global_overlap_spec_contract():
+    """What the engine relies on: RAM+ names its epsilon parameter for the statistics pass."""
+    for name in ("ram_plus", "ram_plus_soft"):
+        spec = get_method(name)
+        resolved = spec.resolve({"epsilon": 3e-4}, 2, "recipe")
+        assert resolved[spec.global_overlap_param] == 3e-4 and resolved["rho_scope"] == "global"
+    base, deltas = sample(2)
+    overlap = GlobalOverlap(epsilon=1e-5, shared=(0, 0), unique=(5, 5), total=10)
+    out = get_method("ram_plus").merge(base, deltas, get_method("ram_plus").resolve({}, 2, "t"),
+                                       TensorContext("x", 0, overlap))
+    torch.testing.assert_close(out, run("ram", base, deltas))  # rho 0 everywhere -> lambda 1 -> RAM

@@ -1,0 +1,253 @@
+"""Task arithmetic, TIES, DARE and Model Breadcrumbs on hand-built tensors."""
+
+from __future__ import annotations
+
+import torch
+
+from evomerge.methods.registry import get_method
+from evomerge.methods.sparsify import magnitude_prune, outlier_band_prune, random_keep, random_mask
+from evomerge.methods.spec import TensorContext
+
+CTX = TensorContext(name="model.layers.0.self_attn.q_proj.weight", seed=1234)
+
+
+def merge(method, params, deltas, base=None, ctx=CTX):
+    spec = get_method(method)
+    base = torch.zeros_like(deltas[0]) if base is None else base
+    return spec.merge(base, list(deltas), spec.resolve(params, len(deltas), "test"), ctx)
+
+
+def close(actual, expected):
+    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=torch.float32), rtol=0, atol=1e-6)
+
+
+# -- task arithmetic ----------------------------------------------------------------------------
+
+BASE3 = torch.tensor([1.0, 2.0, 3.0])
+TA_A = torch.tensor([1.0, 0.0, -1.0])
+TA_B = torch.tensor([2.0, 2.0, 2.0])
+
+
+def test_task_arithmetic_weighted_sum():
+    # base + 0.5 A + 2 B
+    close(merge("task_arithmetic", {"weight": [0.5, 2.0]}, (TA_A, TA_B), BASE3), [5.5, 6.0, 6.5])
+
+
+def test_task_arithmetic_normalize_and_lambda():
+    # (0.5 A + 2 B) / 2.5 = [1.8, 1.6, 1.4]
+    close(merge("task_arithmetic", {"weight": [0.5, 2.0], "normalize": True}, (TA_A, TA_B), BASE3), [2.8, 3.6, 4.4])
+    # lambda scales the merged task vector: base + 2 (0.5 A + 2 B)
+    close(merge("task_arithmetic", {"weight": [0.5, 2.0], "lambda": 2.0}, (TA_A, TA_B), BASE3), [10.0, 10.0, 10.0])
+
+
+def test_task_arithmetic_zero_weight_sum_is_not_divided():
+    # mergekit's rule: a weight sum below 1e-8 leaves the sum undivided instead of blowing up
+    close(merge("task_arithmetic", {"weight": [1.0, -1.0], "normalize": True}, (TA_A, TA_B), BASE3), [0.0, 0.0, 0.0])
+
+
+# -- TIES ---------------------------------------------------------------------------------------
+
+TIES_A = torch.tensor([1.0, -2.0, 3.0, 0.0, 1.0, -1.0])
+TIES_B = torch.tensor([2.0, 1.0, -4.0, 0.0, -1.0, 1.0])
+TIES_C = torch.tensor([-1.0, 1.0, -1.0, 0.0, 0.0, 0.0])
+# column sums [2, 0, -2, 0, 0, 0]: elected signs [+, +, -, +, +, +] (a zero sum elects +)
+
+
+def test_ties_sign_election_and_disjoint_mean():
+    deltas = (TIES_A, TIES_B, TIES_C)
+    # agreeing entries: c0 A1 B2; c1 B1 C1; c2 B-4 C-1; c3 none; c4 A1; c5 B1
+    close(merge("ties", {"normalize": False}, deltas), [3.0, 2.0, -5.0, 0.0, 1.0, 1.0])
+    # disjoint mean: divide by the number (weight) of agreeing models, not by N
+    close(merge("ties", {}, deltas), [1.5, 1.0, -2.5, 0.0, 1.0, 1.0])
+
+
+def test_ties_weights_enter_election_and_divisor():
+    # weights [1, 1, 2]: weighted C = [-2, 2, -2, 0, 0, 0]; sums [1, 1, -3, 0, 0, 0]
+    # c0: A1 + B2 = 3 over weights 1+1; c1: B1 + C2 = 3 over 1+2; c2: B-4 + C-2 = -6 over 1+2
+    out = merge("ties", {"weight": [1.0, 1.0, 2.0]}, (TIES_A, TIES_B, TIES_C))
+    close(out, [1.5, 1.0, -2.0, 0.0, 1.0, 1.0])
+
+
+TEN = torch.tensor([0.1, -0.5, 0.3, 0.9, -0.2, 0.05, 0.7, 0.0, 0.0, 0.4])
+
+
+def test_ties_trims_to_top_density_magnitudes():
+    # density 0.3 of 10 entries -> k = 3: 0.9, 0.7, -0.5 survive
+    trimmed = [0.0, -0.5, 0.0, 0.9, 0.0, 0.0, 0.7, 0.0, 0.0, 0.0]
+    close(merge("ties", {"density": 0.3}, (TEN,)), trimmed)
+    close(merge("ties", {"density": 0.3, "weight": 2.0, "normalize": False}, (TEN,)), [2 * x for x in trimmed])
+    # k = max(1, int(density * n)): at least one entry survives
+    close(merge("ties", {"density": 0.01}, (TEN,)), [0.0, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+
+
+def test_ties_rescale_matches_the_l1_norm():
+    # sum |TEN| = 3.15, kept 0.9 + 0.7 + 0.5 = 2.1 -> factor 1.5
+    close(merge("ties", {"density": 0.3, "rescale": True}, (TEN,)),
+          [0.0, -0.75, 0.0, 1.35, 0.0, 0.0, 1.05, 0.0, 0.0, 0.0])
+
+
+def test_magnitude_prune_keeps_exactly_k_without_ties():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, generator=g)
+    for density in (0.001, 0.1, 0.25, 0.5, 0.999):
+        pruned = magnitude_prune(x, density)
+        keep = pruned != 0
+        assert int(keep.sum()) == max(1, int(density * 1000))
+        assert torch.equal(pruned[keep], x[keep])
+        assert x[keep].abs().min() > x[~keep].abs().max()
+    assert magnitude_prune(x, 1.0) is None
+
+
+def test_magnitude_prune_keeps_every_entry_tied_at_the_threshold():
+    x = torch.tensor([3.0, -2.0, 2.0, 1.0])
+    assert magnitude_prune(x, 0.5).tolist() == [3.0, -2.0, 2.0, 0.0]  # k = 2, both |2| kept
+
+
+def test_magnitude_prune_of_a_sparse_vector_keeps_its_non_zeros():
+    x = torch.tensor([0.0, 0.5, 0.0, 0.0, -0.25, 0.0])
+    pruned = magnitude_prune(x, 0.5)  # k = 3 > 2 non-zeros: the threshold is 0
+    assert pruned.tolist() == x.tolist() and pruned.data_ptr() != x.data_ptr()
+
+
+# -- Model Breadcrumbs --------------------------------------------------------------------------
+
+CRUMBS = torch.tensor([0.1, -0.5, 0.3, 0.9, -0.2, 0.05, 0.7, 0.15, 0.25, 0.4])
+# ascending |x|: 0.05 0.1 0.15 0.2 0.25 0.3 0.4 0.5 0.7 0.9
+
+
+def test_breadcrumbs_drop_outliers_and_smallest():
+    # density 0.5 -> keep 5; gamma 0.1 -> 1 outlier (0.9); bottom = 10 - 5 - 1 = 4 smallest dropped
+    out = merge("breadcrumbs", {"density": 0.5, "gamma": 0.1}, (CRUMBS,))
+    close(out, [0.0, -0.5, 0.3, 0.0, 0.0, 0.0, 0.7, 0.0, 0.25, 0.4])
+
+
+def test_breadcrumbs_keep_density_when_density_plus_gamma_exceeds_one():
+    # density 0.8 keeps 8, gamma 0.3 would drop 3 outliers: only 2 can go (mergekit's rule)
+    out = merge("breadcrumbs", {"density": 0.8, "gamma": 0.3}, (CRUMBS,))
+    close(out, torch.where(CRUMBS.abs() < 0.6, CRUMBS, 0))
+    # density 1 keeps everything, gamma is ignored (as mergekit)
+    close(merge("breadcrumbs", {"density": 1.0, "gamma": 0.3}, (CRUMBS,)), CRUMBS)
+
+
+def test_outlier_band_prune_keeps_the_rank_band():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1000, generator=g)
+    pruned = outlier_band_prune(x, 0.6, 0.05)
+    ranks = x.abs().argsort().argsort()  # 0 = smallest
+    band = (ranks >= 1000 - 600 - 50) & (ranks < 1000 - 50)
+    assert torch.equal(pruned, torch.where(band, x, 0))
+
+
+def test_breadcrumbs_ties_elects_signs_after_pruning():
+    a = torch.tensor([1.0, -3.0, 0.2, 10.0])
+    b = torch.tensor([-2.0, 1.0, 0.3, 0.1])
+    # density 0.5, gamma 0.25 -> each keeps 2 entries after dropping its largest: a keeps 1, -3; b keeps 1, 0.3
+    # sums [1, -2, 0.3, 0]: c0 + -> a 1; c1 - -> a -3; c2 + -> b 0.3
+    out = merge("breadcrumbs_ties", {"density": 0.5, "gamma": 0.25}, (a, b))
+    close(out, [1.0, -3.0, 0.3, 0.0])
+
+
+# -- DARE ---------------------------------------------------------------------------------------
+
+
+def big_delta(n=200_000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, generator=g)
+
+
+def test_dare_keep_rate_and_inverse_density_rescale():
+    delta = big_delta()
+    out = merge("dare_linear", {"density": 0.3}, (delta,))
+    kept = out != 0
+    rate = kept.float().mean().item()
+    sigma = (0.3 * 0.7 / delta.numel()) ** 0.5
+    assert abs(rate - 0.3) < 5 * sigma
+    torch.testing.assert_close(out[kept], delta[kept] / 0.3, rtol=1e-6, atol=0)
+    # without rescale the kept entries are the task vector's own
+    plain = merge("dare_linear", {"density": 0.3, "rescale": False}, (delta,))
+    assert torch.equal(plain != 0, kept) and torch.equal(plain[kept], delta[kept])
+
+
+def test_dare_l1_rescale_mode_keeps_the_l1_norm():
+    delta = big_delta()
+    out = merge("dare_linear", {"density": 0.3, "rescale_mode": "l1"}, (delta,))
+    torch.testing.assert_close(out.abs().sum(), delta.abs().sum(), rtol=1e-5, atol=0)
+
+
+def test_dare_same_seed_same_tensor_other_seed_other_mask():
+    delta = big_delta(10_000)
+    first = merge("dare_ties", {"density": 0.5}, (delta, delta.flip(0)))
+    merge("dare_ties", {"density": 0.5}, (big_delta(10_000, 1),), ctx=TensorContext("other", seed=99))  # in between
+    again = merge("dare_ties", {"density": 0.5}, (delta, delta.flip(0)))
+    assert torch.equal(first, again)
+    other = merge("dare_ties", {"density": 0.5}, (delta, delta.flip(0)), ctx=TensorContext(CTX.name, seed=1235))
+    assert not torch.equal(first, other)
+
+
+def test_dare_models_draw_independent_masks():
+    """Model t's mask depends on (seed, t) only: changing another model's density leaves it alone,
+    and two models with the same task vector are not dropped in lockstep."""
+    delta = big_delta(10_000)
+    zero = torch.zeros_like(delta)
+    first_only = merge("dare_linear", {"density": [0.5, 0.2], "rescale": False}, (delta, zero))
+    first_only_again = merge("dare_linear", {"density": [0.5, 0.9], "rescale": False}, (delta, zero))
+    assert torch.equal(first_only, first_only_again)
+    second_only = merge("dare_linear", {"density": [0.5, 0.5], "rescale": False}, (zero, delta))
+    assert not torch.equal(first_only != 0, second_only != 0)
+
+
+def test_dare_masks_are_nested_across_densities():
+    delta = big_delta(10_000)
+    low, high = random_mask(delta, 0.2, seed=5), random_mask(delta, 0.6, seed=5)
+    assert torch.equal(low & high, low)
+
+
+def test_random_keep_is_a_zero_one_mask_like_rand_below_density():
+    delta = big_delta(10_000)
+    keep = random_keep(delta, 0.35, seed=5)
+    assert set(keep.abs().unique().tolist()) == {0.0, 1.0}
+    draw = torch.rand(delta.shape, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(keep > 0, draw < 0.35)
+    assert random_keep(delta, 1.0, seed=5) is None
+
+
+def test_dare_at_density_one_is_task_arithmetic_and_ties():
+    deltas = (TIES_A, TIES_B, TIES_C)
+    close(merge("dare_linear", {"weight": [0.5, 1.0, 2.0]}, deltas),
+          merge("task_arithmetic", {"weight": [0.5, 1.0, 2.0]}, deltas))
+    close(merge("dare_ties", {"normalize": True}, deltas), merge("ties", {}, deltas))
+
+
+def test_dare_ties_elects_signs_over_the_kept_entries():
+    delta = big_delta(50_000)
+    out = merge("dare_ties", {"density": 0.5, "rescale": False}, (delta, -delta))
+    # per entry: both kept -> sum 0 elects +, the positive one wins; one kept -> that one; none -> 0
+    keep_a = random_mask(delta, 0.5, seed=_seed(0))
+    keep_b = random_mask(delta, 0.5, seed=_seed(1))
+    pos_a, pos_b = keep_a & (delta > 0), keep_b & (-delta > 0)
+    neg_a, neg_b = keep_a & (delta < 0), keep_b & (-delta < 0)
+    elected_positive = (delta * keep_a - delta * keep_b) >= 0
+    want = torch.where(elected_positive, delta * pos_a - delta * pos_b, delta * neg_a - delta * neg_b)
+    close(out, want)
+
+
+def _seed(t):
+    from evomerge.methods.sparsify import model_seed
+
+    return model_seed(CTX.seed, t)
+
+
+def test_kth_smallest_equals_kthvalue():
+    from evomerge.methods.sparsify import kth_smallest
+
+    g = torch.Generator().manual_seed(4)
+    n = 200_000  # above the size where the radix path starts
+    dense = torch.randn(n, generator=g).abs()
+    sparse = dense * (torch.rand(n, generator=g) < 0.1)  # 90 % exact zeros
+    tied = (torch.randint(0, 50, (n,), generator=g) * 0.125).float()  # heavy ties
+    tiny = sparse.clone()
+    tiny[:100] = torch.tensor(1e-40)  # subnormals just above the zeros
+    for values in (dense, sparse, tied, tiny):
+        ranks = [1, 2, 77, n // 10, n // 10 + 1, n // 2, n - 3, n]
+        assert kth_smallest(values, ranks) == [torch.kthvalue(values, r).values.item() for r in ranks]
+    assert kth_smallest(dense.reshape(400, 500), [1234]) == [torch.kthvalue(dense, 1234).values.item()]
