@@ -17,6 +17,7 @@ from evomerge.errors import EvomergeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("merge", "merge checkpoints as a recipe YAML says and write a Hugging Face checkpoint"),
     "analyze": ("analyze", "task-vector statistics: density, unique/shared changes, RAM+ rho and lambda"),
+    "evaluate": ("evaluate", "score a model on agent benchmarks (coding, tool_use, memory) and write per-item results"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Generation backends: transformers (hf), vLLM, and replay of saved completions."""

@@ -1,0 +1,315 @@
+"""The coding suite: HumanEval-style function completion and stdin/stdout programs, run in the sandbox.
+
+Metric: pass@1 (the share of samples whose program passes every test), plus the unbiased pass@k
+when `generation.n` >= k samples are drawn. Generated code is hostile: every program runs in
+`evaluators.sandbox` (separate process, time / memory limits, no network), many in parallel.
+
+Prompts: chat by default (an instruction plus the problem; the reply's ```python block is the code),
+or completion style (`chat: false`: the HumanEval prompt itself, continued by the model and cut at
+the classic stop strings). Data formats: see `evaluators.suites.coding_data`.
+
+Options (`options:` in the suite's YAML): `format` auto | humaneval | stdio; `timeout_seconds`
+(wall clock per program run, default 10); `memory_mb` (default 1024); `max_workers` (parallel
+programs, default: the CPU count); `pass_at_k` (default [1, 10, 100], reported when n >= k);
+`system_prompt` (a system message for chat prompts).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evaluators.errors import BackendError, SuiteConfigError, describe_validation
+from evaluators.metrics import pass_at_k
+from evaluators.protocol import GenerationSettings, Generator, ItemResult, Request, SuiteResult
+from evaluators.suites.base import ItemSuite, SuiteConfig
+from evaluators.suites.code_extraction import extract_code, function_program
+from evaluators.suites.coding_data import HUMANEVAL, STDIO, load_items, normalize_item, resolve_data
+
+log = logging.getLogger(__name__)
+
+# Completion-style prompts stop where a new top-level statement starts (the Codex paper's stop strings).
+HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+STDIO_STOPS = ("\n```",)
+
+HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Reply with the complete function, "
+                         "including the imports it needs, in a single ```python code block.")
+STDIO_INSTRUCTION = ("Solve the following problem with a Python 3 program that reads its input from standard "
+                     "input and prints the answer to standard output. Reply with the complete program in a "
+                     "single ```python code block.")
+
+
+class CodingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["auto", "humaneval", "stdio"] = "auto"
+    timeout_seconds: float = Field(10.0, gt=0)
+    memory_mb: int = Field(1024, ge=64)
+    max_workers: int | None = Field(None, ge=1)
+    pass_at_k: list[int] = Field(default_factory=lambda: [1, 10, 100])
+    system_prompt: str | None = None
+
+
+# -- prompts ------------------------------------------------------------------------------------
+def build_prompt(item: Mapping[str, Any], chat: bool = True, system_prompt: str | None = None):
+    """The prompt for one problem: chat messages, or plain text for completion-style models."""
+    if item["format"] == HUMANEVAL:
+        if not chat:
+            return item["prompt"]
+        user = f"{HUMANEVAL_INSTRUCTION}\n\n```python\n{item['prompt'].rstrip()}\n```"
+    else:
+        if not chat:
+            return (f"{item['question'].rstrip()}\n\n"
+                    "Python 3 program (reads standard input, prints to standard output):\n```python\n")
+        user = f"{STDIO_INSTRUCTION}\n\n{item['question'].rstrip()}"
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return messages + [{"role": "user", "content": user}]
+
+
+def default_stops(item_format: str, chat: bool) -> tuple[str, ...]:
+    if chat:
+        return ()  # a chat reply ends at the end of its turn; cutting it could drop the code block
+    return HUMANEVAL_STOPS if item_format == HUMANEVAL else STDIO_STOPS
+
+
+# -- verdicts on sandbox runs -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reason: str
+    seconds: float = 0.0
+
+
+def failure_reason(result: Any) -> str:
+    """Why a sandboxed run failed, from its status and the last line of its stderr."""
+    last = next((line.strip() for line in reversed((result.stderr or "").splitlines()) if line.strip()), "")
+    if result.status == "timeout":
+        return "timeout"
+    if result.status == "memory":
+        return "memory limit exceeded"
+    if result.status == "output_limit":
+        return "output limit exceeded"
+    if result.status in ("killed", "sandbox_error"):
+        return f"{result.status.replace('_', ' ')}: {(getattr(result, 'reason', '') or last)[:200]}"
+    if last.startswith(("SyntaxError", "IndentationError", "TabError")):
+        return f"syntax error: {last[:200]}"
+    if last.startswith("AssertionError"):
+        return "wrong answer (a test assertion failed)"
+    return f"runtime error: {last[:200]}" if last else f"runtime error (exit code {result.returncode})"
+
+
+def judge_function_run(result: Any) -> Verdict:
+    """A HumanEval program passes when `check(entry_point)` returns: the process exits cleanly."""
+    if result.status == "ok":
+        return Verdict(True, "passed", result.seconds)
+    return Verdict(False, failure_reason(result), result.seconds)
+
+
+def outputs_match(actual: str, expected: str) -> bool:
+    """Compare stdout token by token per line, ignoring trailing whitespace and blank lines at the end.
+
+    Tokens match when equal, or when both are decimals (they contain '.' or an exponent) within 1e-6
+    (absolute or relative), the usual tolerance for floating-point answers.
+    """
+    def lines(text: str) -> list[list[str]]:
+        rows = [line.split() for line in text.replace("\r\n", "\n").split("\n")]
+        while rows and not rows[-1]:
+            rows.pop()
+        return rows
+
+    got, want = lines(actual), lines(expected)
+    if len(got) != len(want):
+        return False
+    return all(len(g) == len(w) and all(_token_match(a, b) for a, b in zip(g, w)) for g, w in zip(got, want))
+
+
+def _token_match(actual: str, expected: str) -> bool:
+    if actual == expected:
+        return True
+    if not any(c in expected for c in ".eE"):
+        return False
+    try:
+        a, b = float(actual), float(expected)
+    except ValueError:
+        return False
+    return abs(a - b) <= 1e-6 or abs(a - b) <= 1e-6 * abs(b)
+
+
+def judge_stdio_run(result: Any, test: Mapping[str, str], index: int) -> Verdict:
+    if result.status != "ok":
+        return Verdict(False, f"{failure_reason(result)} on test {index}", result.seconds)
+    if result.truncated or not outputs_match(result.stdout, test["output"]):
+        got = result.stdout.strip()[:60]
+        want = test["output"].strip()[:60]
+        return Verdict(False, f"wrong answer on test {index}: expected {want!r}, got {got!r}", result.seconds)
+    return Verdict(True, "passed", result.seconds)
+
+
+# -- scoring --------------------------------------------------------------------------------------
+def make_sandbox(timeout_seconds: float = 10.0, memory_mb: int = 1024):
+    from evaluators.sandbox import Sandbox, SandboxLimits
+
+    return Sandbox(limits=SandboxLimits(wall_seconds=timeout_seconds, cpu_seconds=timeout_seconds,
+                                        memory_mb=memory_mb))
+
+
+def program_for(item: Mapping[str, Any], completion: str) -> str:
+    """The source the sandbox runs for one sample, before any test input."""
+    if item["format"] == HUMANEVAL:
+        code = extract_code(completion, item["entry_point"])
+        test = item["test"].strip("\n")
+        program = function_program(item["prompt"], code, item["entry_point"])
+        return f"{program}\n\n{test}\n\n\ncheck({item['entry_point']})\n"
+    return extract_code(completion)
+
+
+def score_items(items: Sequence[Mapping[str, Any]], completions: Sequence[Sequence[str]], sandbox: Any = None,
+                max_workers: int | None = None, prompts: Sequence[Any] | None = None) -> list[ItemResult]:
+    """Run every sample of every item in the sandbox (in parallel) and return one result per item.
+
+    A stdio sample first runs its first test; only samples that pass it run their other tests, so a
+    program that loops forever costs one timeout, not one per test.
+    """
+    empty = [str(it["id"]) for it, outs in zip(items, completions) if not outs]
+    if empty:
+        raise BackendError(f"the generator returned no completion for {len(empty)} coding item(s), e.g. {empty[0]!r}")
+    sandbox = sandbox if sandbox is not None else make_sandbox()
+    workers = max_workers or os.cpu_count() or 1
+    programs = [[program_for(it, c) for c in outs] for it, outs in zip(items, completions)]
+    verdicts: dict[tuple[int, int], Verdict] = {}
+
+    first = [(i, s) for i, outs in enumerate(programs) for s in range(len(outs))]
+    runs = sandbox.run_many([_run_kwargs(items[i], programs[i][s], 0) for i, s in first], max_workers=workers)
+    later = []
+    for (i, s), result in zip(first, runs):
+        verdicts[i, s] = _judge(items[i], result, 0)
+        if verdicts[i, s].passed and items[i]["format"] == STDIO:
+            later += [(i, s, t) for t in range(1, len(items[i]["tests"]))]
+    runs = sandbox.run_many([_run_kwargs(items[i], programs[i][s], t) for i, s, t in later], max_workers=workers)
+    for (i, s, t), result in zip(later, runs):
+        verdict, previous = _judge(items[i], result, t), verdicts[i, s]
+        keep = verdict if previous.passed and not verdict.passed else previous  # the first failing test decides
+        verdicts[i, s] = Verdict(keep.passed, keep.reason, previous.seconds + verdict.seconds)
+    broken = sum(v.reason.startswith("sandbox error") for v in verdicts.values())
+    if broken:  # not the model's fault: say so loudly rather than let it pass as a low score
+        log.warning("%d of %d coding runs failed inside the sandbox itself; see the per-item reasons", broken,
+                    len(verdicts))
+    return [_item_result(it, outs, [verdicts[i, s] for s in range(len(outs))],
+                         prompts[i] if prompts is not None else None)
+            for i, (it, outs) in enumerate(zip(items, completions))]
+
+
+def _run_kwargs(item: Mapping[str, Any], program: str, test: int) -> dict[str, Any]:
+    if item["format"] == HUMANEVAL:
+        return {"code": program}
+    return {"code": program, "stdin": item["tests"][test]["input"]}
+
+
+def _judge(item: Mapping[str, Any], result: Any, test: int) -> Verdict:
+    if item["format"] == HUMANEVAL:
+        return judge_function_run(result)
+    return judge_stdio_run(result, item["tests"][test], test)
+
+
+def _item_result(item: Mapping[str, Any], completions: Sequence[str], verdicts: Sequence[Verdict],
+                 prompt: Any) -> ItemResult:
+    n, correct = len(verdicts), sum(v.passed for v in verdicts)
+    if n == 1:
+        reason = verdicts[0].reason
+    else:
+        failure = next((v.reason for v in verdicts if not v.passed), None)
+        reason = f"{correct}/{n} samples passed" + (f"; first failure: {failure}" if failure else "")
+    extra = {"format": item["format"], "n": n, "correct": correct,
+             "code": [extract_code(c, item.get("entry_point")) for c in completions] if n > 1
+             else extract_code(completions[0], item.get("entry_point")),
+             "seconds": round(sum(v.seconds for v in verdicts), 3)}
+    if n > 1:
+        extra["samples"] = [{"passed": v.passed, "reason": v.reason} for v in verdicts]
+    return ItemResult(id=str(item["id"]), score=correct / n, passed=correct > 0, reason=reason, prompt=prompt,
+                      completion=list(completions) if n > 1 else completions[0], extra=extra)
+
+
+def score_completion(item: Mapping[str, Any], completion: str, sandbox: Any = None) -> ItemResult:
+    """Score one completion of one problem (a raw record in either format, or a loaded item).
+
+    Pass a `Sandbox` to reuse it (and its limits) across many calls, as an RL reward loop does.
+    """
+    return score_items([normalize_item(item)], [[completion]], sandbox=sandbox, max_workers=1)[0]
+
+
+def pass_at_k_metrics(results: Sequence[ItemResult], ks: Sequence[int]) -> dict[str, float]:
+    """pass@k averaged over items, for every k that every item has enough samples for."""
+    if not results:
+        return {}
+    counts = [(r.extra["n"], r.extra["correct"]) for r in results]
+    fewest = min(n for n, _ in counts)
+    return {f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)
+            for k in sorted(set(ks)) if 1 <= k <= fewest}
+
+
+# -- the suite ------------------------------------------------------------------------------------
+class CodingSuite(ItemSuite):
+    """`kind: coding`. `data:` a bundled set (`humaneval` default, `toy`) or a file in a supported format."""
+
+    name = "coding"
+
+    def __init__(self, config: SuiteConfig):
+        super().__init__(config)
+        try:
+            self.options = CodingOptions(**config.options)
+        except ValidationError as exc:
+            raise SuiteConfigError(f"invalid options for the coding suite: {describe_validation(exc)}") from None
+        self._items: list[dict[str, Any]] | None = None
+        self._sandbox = None
+
+    @property
+    def sandbox(self):
+        if self._sandbox is None:
+            self._sandbox = make_sandbox(self.options.timeout_seconds, self.options.memory_mb)
+        return self._sandbox
+
+    def load_items(self) -> list[dict[str, Any]]:
+        if self._items is None:
+            self._items = load_items(resolve_data(self.config.data), self.options.format)
+        return self._items
+
+    def request(self, item: Mapping[str, Any]) -> Request:
+        return Request(str(item["id"]), build_prompt(item, self.config.chat, self.options.system_prompt))
+
+    def settings_for(self, item: Mapping[str, Any], seed: int) -> GenerationSettings:
+        settings = self.config.generation.settings(seed)
+        if settings.stop:
+            return settings
+        stops = default_stops(item["format"], self.config.chat)
+        return GenerationSettings(settings.max_new_tokens, settings.temperature, settings.top_p, settings.n,
+                                  settings.seed, stops) if stops else settings
+
+    def score(self, item: Mapping[str, Any], completions: Sequence[str]) -> ItemResult:
+        return score_items([item], [completions], self.sandbox, self.options.max_workers,
+                           [self.request(item).prompt])[0]
+
+    def evaluate(self, generator: Generator, split: str | None = None, limit: int | None = None,
+                 seed: int = 0) -> SuiteResult:
+        start = time.perf_counter()
+        items = self.items(split, limit, seed)
+        requests = [self.request(it) for it in items]
+        # One generate call per distinct setting (completion-style stops differ by format), in item order.
+        completions: list[list[str]] = [[] for _ in items]
+        groups: dict[GenerationSettings, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(self.settings_for(item, seed), []).append(i)
+        for settings, members in groups.items():
+            outs = generator.generate([requests[i] for i in members], settings)
+            for i, out in zip(members, outs):
+                completions[i] = list(out)
+        results = score_items(items, completions, self.sandbox, self.options.max_workers,
+                              [r.prompt for r in requests]) if items else []
+        return SuiteResult.from_items(self.name, results, time.perf_counter() - start, self.summary(results))
+
+    def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
+        return pass_at_k_metrics(results, self.options.pass_at_k)
