@@ -17,6 +17,8 @@ from evomerge.errors import EvomergeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("merge", "merge checkpoints as a recipe YAML says and write a Hugging Face checkpoint"),
     "analyze": ("analyze", "task-vector statistics: density, unique/shared changes, RAM+ rho and lambda"),
+    "search": ("search", "search for the best merges (CMA-ES, NSGA-II/III, TPE) over agent benchmarks; Pareto front + report"),
+    "front": ("front", "list a search run's Pareto front, or export a trial's recipe (and mergekit YAML)"),
     "evaluate": ("evaluate", "score a model on agent benchmarks (coding, tool_use, memory) and write per-item results"),
 }
 

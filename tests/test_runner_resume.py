@@ -1,0 +1,82 @@
+"""`--resume` after kill -9: a search process is killed mid-run and continued; nothing finished is lost or repeated."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from evomerge.experiment import Experiment
+from evomerge.runner import run_search
+
+import search_helpers as sh
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from evomerge.experiment import Experiment
+from evomerge.runner import run_search
+import search_helpers as sh
+exp = Experiment.from_dict(json.load(open({exp!r})))
+run_search(exp, {run!r}, suite_factory=sh.suite_factory, progress=False, report=False)
+"""
+
+
+def finished_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def study_trials(run_dir: Path):
+    return optuna.load_study(study_name="evomerge", storage=f"sqlite:///{run_dir / 'study.db'}").get_trials()
+
+
+@pytest.mark.parametrize("optimizer,fidelity", [
+    ({"name": "nsga2", "population": 4}, {"rungs": [None]}),
+    # CMA-ES replays its generations from the storage; a trial killed between rungs keeps its first rung
+    pytest.param({"name": "cmaes", "population": 4}, {"rungs": [4, None], "z": 0.0}, marks=pytest.mark.slow),
+])
+def test_resume_after_sigkill_keeps_every_finished_trial_and_honours_the_budget(tiny_family, tmp_path, optimizer,
+                                                                                fidelity):
+    exp_dict = sh.experiment_dict(tiny_family, tmp_path, budget=12, optimizer=optimizer, fidelity=fidelity,
+                                  heldout={"enabled": False})
+    for obj in exp_dict["objectives"].values():
+        obj["options"]["sleep"] = 0.05  # slow enough to be killed mid-candidate
+    exp_file = tmp_path / "exp.json"
+    exp_file.write_text(json.dumps(exp_dict))
+    run_dir = tmp_path / "run"
+    code = SCRIPT.format(tests=str(Path(__file__).parent), exp=str(exp_file), run=str(run_dir))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while len(finished_rows(run_dir / "trials.csv")) < 4:
+            assert proc.poll() is None, f"the search ended before it was killed: {proc.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "the search made no progress"
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, 9)
+        proc.wait()
+    before = {t.number: (t.state.name, t.params, t.values) for t in study_trials(run_dir) if t.state.is_finished()}
+    assert 4 <= len(before) < 12  # killed mid-run
+
+    exp = Experiment.from_dict(exp_dict)
+    summary = run_search(exp, run_dir, resume=True, suite_factory=sh.suite_factory, progress=False, report=False)
+
+    after = [t for t in study_trials(run_dir) if not t.user_attrs.get("discarded")]
+    assert summary.finished == 12 and len(after) == 12 and all(t.state.is_finished() for t in after)
+    by_number = {t.number: (t.state.name, t.params, t.values) for t in after}
+    assert all(by_number[n] == v for n, v in before.items())  # nothing finished was lost or redone
+    rows = finished_rows(run_dir / "trials.csv")
+    assert sorted(int(r["trial"]) for r in rows) == sorted(by_number)  # one row per trial, none twice
+    assert len(finished_rows(run_dir / "hypervolume.csv")) == 12
+    with pytest.raises(Exception, match="already lives here"):
+        run_search(exp, run_dir, suite_factory=sh.suite_factory, progress=False, report=False)
