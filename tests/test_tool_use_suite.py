@@ -132,7 +132,7 @@ def test_bad_data_and_options_fail_clearly(tmp_path):
     twice = _write_jsonl(tmp_path / "twice.jsonl", [SIMPLE, SIMPLE])
     with pytest.raises(DataError, match="appears twice"):
         load_tool_items(twice)
-    with pytest.raises(SuiteConfigError, match="tool_use options"):
+    with pytest.raises(SuiteConfigError, match="invalid options for the tool_use suite: format"):
         ToolUseSuite(SuiteConfig(kind="tool_use", options={"format": "xml"}))
 
 

@@ -13,8 +13,9 @@ import random
 import time
 from typing import Any, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from evaluators.errors import SuiteConfigError, describe_validation
 from evaluators.protocol import GenerationSettings, Generator, ItemResult, Request, SuiteResult
 
 SPLITS = ("search", "test", "all")
@@ -81,9 +82,15 @@ class ItemSuite:
     """Base for single-step suites: subclasses load items, build a request per item and score completions."""
 
     name: str = "suite"
+    options_model: type[BaseModel] | None = None  # validates `config.options` into `self.options`
 
     def __init__(self, config: SuiteConfig):
         self.config = config
+        if self.options_model is not None:
+            try:
+                self.options = self.options_model(**config.options)
+            except ValidationError as exc:
+                raise SuiteConfigError(f"invalid options for the {self.name} suite: {describe_validation(exc)}") from None
 
     # -- to implement ----------------------------------------------------------------------------
     def load_items(self) -> list[dict[str, Any]]:

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from evaluators.errors import BackendError, SuiteConfigError, describe_validation
+from evaluators.errors import BackendError
 from evaluators.metrics import pass_at_k
 from evaluators.protocol import GenerationSettings, Generator, ItemResult, Request, SuiteResult
 from evaluators.suites.base import ItemSuite, SuiteConfig
@@ -257,13 +257,10 @@ class CodingSuite(ItemSuite):
     """`kind: coding`. `data:` a bundled set (`humaneval` default, `toy`) or a file in a supported format."""
 
     name = "coding"
+    options_model = CodingOptions
 
     def __init__(self, config: SuiteConfig):
         super().__init__(config)
-        try:
-            self.options = CodingOptions(**config.options)
-        except ValidationError as exc:
-            raise SuiteConfigError(f"invalid options for the coding suite: {describe_validation(exc)}") from None
         self._items: list[dict[str, Any]] | None = None
         self._sandbox = None
 

@@ -22,9 +22,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from evaluators.errors import DataError, SuiteConfigError
+from evaluators.errors import DataError
 from evaluators.metrics import exact_match, sub_em, token_f1
 from evaluators.protocol import Generator, ItemResult, Prompt, Request, SuiteResult
 from evaluators.suites.base import ItemSuite, SuiteConfig
@@ -73,13 +73,10 @@ def score_completion(item: Mapping[str, Any], completion: str) -> ItemResult:
 
 class MemorySuite(ItemSuite):
     name = "memory"
+    options_model = MemoryOptions
 
     def __init__(self, config: SuiteConfig):
         super().__init__(config)
-        try:
-            self.options = MemoryOptions(**config.options)
-        except ValidationError as exc:
-            raise SuiteConfigError(f"memory options {config.options!r} are invalid: {exc}") from None
         self._items: list[dict[str, Any]] | None = None
 
     def load_items(self) -> list[dict[str, Any]]:

@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from evaluators.errors import SuiteConfigError
 from evaluators.protocol import ItemResult, Prompt, Request
 from evaluators.suites.base import ItemSuite, SuiteConfig
 from evaluators.suites.bfcl_data import expected_behaviour, load_tool_items, normalize_item, resolve_categories
@@ -84,13 +83,10 @@ def score_completion(item: Mapping[str, Any], completion: str) -> ItemResult:
 
 class ToolUseSuite(ItemSuite):
     name = "tool_use"
+    options_model = ToolUseOptions
 
     def __init__(self, config: SuiteConfig):
         super().__init__(config)
-        try:
-            self.options = ToolUseOptions(**config.options)
-        except ValidationError as exc:
-            raise SuiteConfigError(f"tool_use options {config.options!r} are invalid: {exc}") from None
         explicit = self.options.categories is not None
         self.categories = resolve_categories(self.options.categories) if explicit else None
         self._items: list[dict[str, Any]] | None = None

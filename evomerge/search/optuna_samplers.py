@@ -48,7 +48,6 @@ def build_sampler(name: str, population: int, seed: int, settings: Mapping[str, 
                   constrained: bool) -> "optuna.samplers.BaseSampler":
     """The Optuna sampler for `name` with the experiment's settings (unknown settings are an error)."""
     import optuna
-    from optuna.samplers import nsgaii
 
     settings = dict(settings)
     constraints = {"constraints_func": trial_constraints} if constrained and not _native_constraints() else {}
