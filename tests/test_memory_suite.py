@@ -180,9 +180,9 @@ def test_direct_mode_evaluates_generated_items_with_replayed_answers():
 def test_bad_options_fail_clearly():
     with pytest.raises(SuiteConfigError, match="invalid options for the memory suite: mode"):
         MemorySuite(SuiteConfig(kind="memory", options={"mode": "telepathy"}))
-    with pytest.raises(SuiteConfigError, match="invalid options for the memory suite: mode"):
+    with pytest.raises(SuiteConfigError, match="invalid options for the memory suite: tasks"):
         MemorySuite(SuiteConfig(kind="memory", options={"tasks": ["sudoku"]}))
-    with pytest.raises(SuiteConfigError, match="invalid options for the memory suite: mode"):
+    with pytest.raises(SuiteConfigError, match="invalid options for the memory suite: chunk_len"):
         MemorySuite(SuiteConfig(kind="memory", options={"chunk_len": 5}))
     with pytest.raises(SuiteConfigError, match="lengths"):
         MemorySuite(SuiteConfig(kind="memory", options={"lengths": [0]}))
