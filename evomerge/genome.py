@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from evomerge.yamlio import load_yaml
+from evomerge.yamlio import read_yaml_file
 from evomerge.errors import RecipeError, SearchSpaceError
 from evomerge.recipe import MergeRecipe, Override
 
@@ -115,12 +114,7 @@ def load_space_spec(source: str | Path | Mapping[str, Any], overrides: Mapping[s
                     f"{where}: no bundled search space named {str(source)!r}; known: {', '.join(list_bundled_spaces())} "
                     "(or give a path to a YAML file)"
                 )
-        try:
-            data = load_yaml(path.read_text())
-        except FileNotFoundError:
-            raise SearchSpaceError(f"{where}: search space file {path} not found") from None
-        except yaml.YAMLError as exc:
-            raise SearchSpaceError(f"{path}: not valid YAML ({exc})") from None
+        data = read_yaml_file(path, SearchSpaceError, "search space")
         if not isinstance(data, dict):
             raise SearchSpaceError(f"{path}: expected a mapping with name/layer_groups/methods")
         origin = str(path)

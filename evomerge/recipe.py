@@ -15,7 +15,7 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from evomerge.yamlio import load_yaml
+from evomerge.yamlio import read_yaml_file
 from evomerge.errors import RecipeError
 
 DType = Literal["float32", "float16", "bfloat16"]
@@ -198,12 +198,7 @@ class MergeRecipe(BaseModel):
     def from_yaml(cls, path: str | Path) -> "MergeRecipe":
         """Load a recipe file. Relative model paths are resolved against the file's directory."""
         path = Path(path)
-        try:
-            data = load_yaml(path.read_text())
-        except FileNotFoundError:
-            raise RecipeError(f"{path}: recipe file not found") from None
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"{path}: not valid YAML ({exc})") from None
+        data = read_yaml_file(path, RecipeError, "recipe")
         if isinstance(data, Mapping):
             data = dict(data)
             here = path.resolve().parent

@@ -8,6 +8,7 @@ as floats.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -30,3 +31,13 @@ _Loader.add_implicit_resolver(
 
 def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def read_yaml_file(path: Path, error: type[Exception], what: str) -> Any:
+    """Parse the YAML file at `path`; a missing file or bad YAML raises `error` naming the file."""
+    try:
+        return load_yaml(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: {what} file not found") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML ({exc})") from None
