@@ -27,11 +27,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evaluators.suites.base import SuiteConfig
-from evomerge.yamlio import load_yaml
+from evomerge.yamlio import read_yaml_file
 from evomerge.errors import ExperimentError
 
 OPTIMIZERS = ("nsga2", "nsga3", "cmaes", "tpe", "random")
@@ -120,6 +119,24 @@ class Cache(_Strict):
     dir: str | None = None  # default: $EVOMERGE_CACHE or ~/.cache/evomerge
 
 
+def with_default_kinds(data: Any) -> Any:
+    """`coding: {data: toy}`: an objective's suite kind defaults to its name, as in `evomerge evaluate`."""
+    if isinstance(data, Mapping) and isinstance(data.get("objectives"), Mapping):
+        objectives = {}
+        for name, obj in data["objectives"].items():
+            if obj is None:
+                obj = {}
+            if isinstance(obj, Mapping):
+                obj = dict(obj)
+                if isinstance(obj.get("suite"), Mapping):
+                    obj["suite"] = {"kind": name, **obj["suite"]}
+                else:
+                    obj.setdefault("kind", name)
+            objectives[name] = obj
+        data = {**data, "objectives": objectives}
+    return data
+
+
 class Experiment(_Strict):
     name: str = "search"
     base: str | None = None
@@ -145,21 +162,7 @@ class Experiment(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _objective_kinds(cls, data):
-        # `coding: {data: toy}`: an objective's suite kind defaults to its name, as in `evomerge evaluate`
-        if isinstance(data, Mapping) and isinstance(data.get("objectives"), Mapping):
-            objectives = {}
-            for name, obj in data["objectives"].items():
-                if obj is None:
-                    obj = {}
-                if isinstance(obj, Mapping):
-                    obj = dict(obj)
-                    if isinstance(obj.get("suite"), Mapping):
-                        obj["suite"] = {"kind": name, **obj["suite"]}
-                    else:
-                        obj.setdefault("kind", name)
-                objectives[name] = obj
-            data = {**data, "objectives": objectives}
-        return data
+        return with_default_kinds(data)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -206,7 +209,7 @@ class Experiment(_Strict):
     def from_dict(cls, data: Mapping[str, Any], where: str = "experiment", root: Path | None = None) -> "Experiment":
         if not isinstance(data, Mapping):
             raise ExperimentError(f"{where}: expected a mapping (name, base, models, objectives, ...)")
-        data = _resolve_paths(dict(data), root) if root is not None else dict(data)
+        data = resolve_paths(dict(data), root) if root is not None else dict(data)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -216,16 +219,11 @@ class Experiment(_Strict):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Experiment":
         path = Path(path)
-        try:
-            data = load_yaml(path.read_text())
-        except FileNotFoundError:
-            raise ExperimentError(f"{path}: experiment file not found") from None
-        except yaml.YAMLError as exc:
-            raise ExperimentError(f"{path}: not valid YAML ({exc})") from None
+        data = read_yaml_file(path, ExperimentError, "experiment")
         return cls.from_dict(data, where=str(path), root=path.resolve().parent)
 
 
-def _resolve_paths(data: dict[str, Any], root: Path) -> dict[str, Any]:
+def resolve_paths(data: dict[str, Any], root: Path) -> dict[str, Any]:
     """Checkpoint paths, a search-space path and suite data paths are relative to the experiment file."""
 
     def rel(p: Any) -> Any:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -31,11 +30,12 @@ import numpy as np
 from evomerge.errors import EvomergeError, ExperimentError
 from evomerge.experiment import Experiment
 from evomerge.genome import SearchSpace, load_space_spec
+from evomerge.jobs import CachedJobs
 from evomerge.search.fidelity import FidelityLadder, Scored
 from evomerge.search.optuna_samplers import record_constraints
 from evomerge.search.pareto import hypervolume, pareto_front
-from evomerge.store import EvalCache, RunStore, weights_identity, write_json_atomic
-from evomerge.workers import EvalJob, EvalOutcome, Pool, WorkerSetup, build_pool
+from evomerge.store import EvalCache, RunStore, write_json_atomic
+from evomerge.workers import EvalOutcome, Pool, WorkerSetup, build_pool
 
 if TYPE_CHECKING:
     import optuna
@@ -94,9 +94,7 @@ class SearchRunner:
         self.signs = np.asarray(experiment.signs())
         self.n_obj = len(self.signs)
         self.cache = EvalCache(experiment.cache.dir, experiment.cache.enabled)
-        self._queue: deque[tuple[EvalJob, dict[str, Any], dict[str, str]]] = deque()
-        self._ready: list[EvalOutcome] = []
-        self._in_pool: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
+        self.jobs: CachedJobs | None = None  # set once the pool runs
         self.live: dict[int, _Live] = {}
         self.rung_scores: dict[int, dict[int, Scored]] = {r: {} for r in range(self.ladder.top + 1)}
         self.archive: dict[int, np.ndarray] = {}  # feasible top-rung trials: number -> maximised objectives
@@ -145,6 +143,8 @@ class SearchRunner:
         t0 = time.perf_counter()
         self._prepare()
         self.pool = self._start_pool()
+        self.jobs = CachedJobs(self.pool, self.cache, self.setup.suites, self.exp.seed, self.setup.generator,
+                               self.fingerprints)
         try:
             self.references = self._load_or_score_references()
             self.reference_point = self._reference_point()
@@ -187,8 +187,8 @@ class SearchRunner:
         refs = self.store.read_json(path.name) if path.is_file() else {}
         todo = {n: p for n, p in self._reference_models().items() if "search" not in refs.get(n, {})}
         for name, ckpt in todo.items():
-            self._enqueue(f"ref/{name}/search", checkpoint=ckpt, split=None, limit=self.ladder.limits[-1])
-        for outcome in self._drain():
+            self.jobs.enqueue(f"ref/{name}/search", checkpoint=ckpt, split=None, limit=self.ladder.limits[-1])
+        for outcome in self.jobs.drain():
             name = outcome.key.split("/")[1]
             entry = refs.setdefault(name, {"path": self._reference_models()[name]})
             if not outcome.ok:
@@ -297,12 +297,12 @@ class SearchRunner:
             self._resume_live(live)
         while True:
             # a cached result takes a slot too, so a run asks and tells in the same order with or without the cache
-            while self._budget_left() > 0 and self.pool.free_slots() > len(self._queue) + len(self._ready):
+            while self._budget_left() > 0 and self.pool.free_slots() > self.jobs.waiting():
                 proposal = self.optimizer.ask()
                 if proposal is None:
                     break
                 self._start_trial(proposal)
-            outcomes = self._next_outcomes()
+            outcomes = self.jobs.next_outcomes()
             if not outcomes:
                 if self.live or self._budget_left() > 0:
                     raise StalledError(f"optimizer '{self.optimizer.name}' proposed nothing while no candidate is "
@@ -337,7 +337,7 @@ class SearchRunner:
             for live in batch:
                 if not live.done and live.rung == rung and rung not in live.results:
                     self._enqueue_rung(live)
-            for outcome in self._drain():
+            for outcome in self.jobs.drain():
                 self._absorb(self.live[int(outcome.key.split("/")[1])], outcome)
             for live in batch:
                 if not live.done and live.rung == rung:
@@ -369,7 +369,7 @@ class SearchRunner:
         self._enqueue_rung(live)
 
     def _enqueue_rung(self, live: _Live) -> None:
-        self._enqueue(f"trial/{live.number}/r{live.rung}", recipe=live.recipe, split=None,
+        self.jobs.enqueue(f"trial/{live.number}/r{live.rung}", recipe=live.recipe, split=None,
                       limit=self.ladder.limits[live.rung])
 
     def _absorb(self, live: _Live, outcome: EvalOutcome) -> None:
@@ -536,11 +536,11 @@ class SearchRunner:
         for number in self.front:
             if str(number) not in done["trials"]:
                 recipe = self.frozen[number].user_attrs["recipe"]
-                self._enqueue(f"heldout/{number}", recipe=recipe, split=h.split, limit=h.limit)
+                self.jobs.enqueue(f"heldout/{number}", recipe=recipe, split=h.split, limit=h.limit)
         for name, ckpt in (self._reference_models().items() if self.exp.references else []):
             if name not in done["references"]:
-                self._enqueue(f"heldout-ref/{name}", checkpoint=ckpt, split=h.split, limit=h.limit)
-        for outcome in self._drain():
+                self.jobs.enqueue(f"heldout-ref/{name}", checkpoint=ckpt, split=h.split, limit=h.limit)
+        for outcome in self.jobs.drain():
             kind, ident = outcome.key.split("/")
             section = done["trials"] if kind == "heldout" else done["references"]
             if not outcome.ok:
@@ -551,55 +551,6 @@ class SearchRunner:
                                   "items_file": self.store.write_items(f"heldout-{ident}", outcome.results)}
             write_json_atomic(path, done)
         self._write_front(done["trials"])
-
-    # =============================================================================================
-    # jobs: cache, queue, pool
-    # =============================================================================================
-    def _enqueue(self, key: str, *, recipe: dict | None = None, checkpoint: str | None = None,
-                 split: str | None, limit: int | None) -> None:
-        identity = weights_identity(recipe, self.fingerprints, checkpoint)
-        cached, keys = {}, {}
-        for suite, obj in self.exp.objectives.items():
-            cfg = obj.suite
-            k = self.cache.key(identity, cfg.model_dump(mode="json"), split or cfg.split,
-                               limit if limit is not None else cfg.limit, self.exp.seed, self.setup.generator)
-            hit = self.cache.get(k)
-            if hit is not None:
-                cached[suite] = hit
-            else:
-                keys[suite] = k
-        if not keys:
-            self._ready.append(EvalOutcome(key, True, "cached", cached, worker="cache"))
-            return
-        job = EvalJob(key, tuple(keys), split, limit, self.exp.seed, recipe, checkpoint)
-        self._queue.append((job, cached, keys))
-
-    def _next_outcomes(self) -> list[EvalOutcome]:
-        while self._queue and self.pool.free_slots() > 0:
-            job, cached, keys = self._queue.popleft()
-            self._in_pool[job.key] = (cached, keys)
-            self.pool.submit(job)
-        if self._ready:
-            out, self._ready = self._ready, []
-            return out
-        if self.pool.in_flight() == 0:
-            return []
-        out = []
-        for outcome in self.pool.wait():
-            cached, keys = self._in_pool.pop(outcome.key)
-            if outcome.ok:
-                for suite, k in keys.items():
-                    self.cache.put(k, outcome.results[suite])
-                outcome.results = {**cached, **outcome.results}
-            out.append(outcome)
-        return out
-
-    def _drain(self) -> list[EvalOutcome]:
-        """Run every queued job to completion; outcomes in completion order."""
-        out = []
-        while self._queue or self._ready or self.pool.in_flight():
-            out.extend(self._next_outcomes())
-        return out
 
 
 def _items_name(number: int) -> str:

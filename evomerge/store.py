@@ -105,17 +105,18 @@ class RunStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.experiment_file, yaml.safe_dump(experiment.to_dict(), sort_keys=False))
 
-    def check_resumable(self, experiment: "Experiment") -> None:
-        """A resumed run must search the same thing; budget, workers, cache and held-out may change."""
+    def check_resumable(self, experiment: "Experiment", changeable: Sequence[str] = RESUMABLE_CHANGES) -> None:
+        """A resumed run must search the same thing; only the `changeable` fields (by default budget, workers,
+        cache, held-out and storage) may differ."""
         if not self.exists():
             raise ExperimentError(f"{self.dir}: no run to resume here (experiment.yaml is missing); drop --resume to start one")
         stored = load_yaml(self.experiment_file.read_text())
         now = experiment.to_dict()
-        changed = sorted(k for k in set(stored) | set(now) if k not in RESUMABLE_CHANGES and stored.get(k) != now.get(k))
+        changed = sorted(k for k in set(stored) | set(now) if k not in changeable and stored.get(k) != now.get(k))
         if changed:
             raise ExperimentError(
                 f"{self.dir}: cannot resume: the experiment differs from the one this run started with in {changed} "
-                f"(only {list(RESUMABLE_CHANGES)} may change); start a new run with another --out"
+                f"(only {list(changeable)} may change); start a new run with another --out"
             )
         write_text_atomic(self.experiment_file, yaml.safe_dump(now, sort_keys=False))
 
