@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("search", "search for the best merges (CMA-ES, NSGA-II/III, TPE) over agent benchmarks; Pareto front + report"),
     "front": ("front", "list a search run's Pareto front, or export a trial's recipe (and mergekit YAML)"),
     "evaluate": ("evaluate", "score a model on agent benchmarks (coding, tool_use, memory) and write per-item results"),
+    "zoo": ("zoo", "build the tiny RL-trained agent zoo (base + coding / tool-use / memory GRPO agents)"),
     "sweep": ("sweep", "grid over merge methods and parameters, chosen on the search split: the paper's tables"),
 }
 
