@@ -86,8 +86,11 @@ def default_suite_factory(name: str, config: Any) -> Any:
 def default_generator_factory(model_dir: str, device: str, settings: Mapping[str, Any]) -> Any:
     from evaluators.registry import build_backend
 
-    return build_backend(settings.get("backend", "hf"), model_dir, device=device, dtype=settings.get("dtype"),
-                         **dict(settings.get("options") or {}))
+    backend = settings.get("backend", "hf")
+    options = dict(settings.get("options") or {})
+    if backend == "hf":
+        options.setdefault("progress", False)  # the search's own bar counts candidates; one bar per generate is noise
+    return build_backend(backend, model_dir, device=device, dtype=settings.get("dtype"), **options)
 
 
 class CandidateError(Exception):

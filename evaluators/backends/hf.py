@@ -59,10 +59,12 @@ class HFGenerator:
     name = "hf"
 
     def __init__(self, model: str | Path | Any, tokenizer: Any = None, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, batch_size: int = 16, trust_remote_code: bool = False):
+                 dtype: str | torch.dtype | None = None, batch_size: int = 16, trust_remote_code: bool = False,
+                 progress: bool = True):
         if batch_size < 1:
             raise BackendError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
+        self.progress = progress  # a per-call bar; a search turns it off (it shows its own)
         loading = isinstance(model, (str, Path))
         # A model object keeps its device and dtype unless told otherwise (it may be a caller's training model).
         self.device = resolve_device(device) if loading or device is not None else model.device
@@ -144,7 +146,7 @@ class HFGenerator:
         with torch.random.fork_rng(devices=fork_devices), torch.inference_mode():
             torch.manual_seed(settings.seed)
             progress = tqdm(total=len(encoded), desc="generate (hf)", unit="req", leave=False,
-                            disable=len(batches) < 2)
+                            disable=not self.progress or len(batches) < 2)
             for batch in batches:
                 texts, n_tokens = self._generate_batch([encoded[i] for i in batch], settings, rows_per_request)
                 completion_tokens += n_tokens
