@@ -1,7 +1,7 @@
 """Disjoint search / test / training draws from a toy family, reproducible from a seed.
 
-Two tasks are the same problem when their `key`s match (for coding: the operation, constant and
-argument name, whatever the function is called), and a problem lands in one split only: the
+Two tasks are the same problem when their `key`s match (for coding: the operation, argument and
+function name), and a problem lands in one split only: the
 held-out test items are problems the search never scored and RL never trained on.
 """
 
