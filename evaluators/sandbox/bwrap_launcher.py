@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 
 from .environment import program_environment
+from .identity import kill_all_of
 from .interpreter import Interpreter, command
 from .limits import MIB, SandboxLimits
 from .rootfs import SCRATCH, TMP, parents, root_layout
@@ -63,4 +64,6 @@ def build_bwrap_launch(interpreter: Interpreter, files: list[tuple[str, int]], a
         args += drop_privileges(uid)
     args += ["prlimit", *limits.prlimit_args(), "--", *command(interpreter, ready_fd, argv)]
     return Launch(argv=args, env={"PATH": "/usr/bin:/bin"}, pass_fds=(ready_fd, *(fd for _, fd in files)),
-                  signal_exit_codes=True)
+                  signal_exit_codes=True,
+                  # the pid namespace's teardown kills strays asynchronously: wait until they are gone
+                  after_exit=(lambda: kill_all_of(uid)) if uid is not None else None)

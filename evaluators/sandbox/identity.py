@@ -56,21 +56,25 @@ def processes_of(uid: int) -> list[int]:
     return pids
 
 
-def kill_all_of(uid: int, rounds: int = 20) -> int:
-    """SIGKILL every process running as `uid` (repeat: a process may fork while we scan); return the count.
+def kill_all_of(uid: int, patience: float = 2.0) -> int:
+    """SIGKILL every process running as `uid` until none is left (a process may fork while we scan, and a
+    killed one takes a moment to die on a loaded machine), for at most `patience` seconds; return the count.
 
-    Only needed without a pid namespace: there, killing the namespace's init does the same.
+    Without a pid namespace this is what ends strays. With one, killing the namespace's init kills the
+    rest, but asynchronously: the sweep also waits until they are really gone before the run returns.
     """
     killed = 0
-    for _ in range(rounds):
+    deadline = time.monotonic() + patience
+    pause = 0.001
+    while True:
         pids = processes_of(uid)
-        if not pids:
-            break
+        if not pids or time.monotonic() > deadline:
+            return killed
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
             except ProcessLookupError:
                 pass
-        time.sleep(0.001)  # let the kills land before looking again
-    return killed
+        time.sleep(pause)  # let the kills land before looking again
+        pause = min(2 * pause, 0.05)

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 
 from .environment import program_environment
+from .identity import kill_all_of
 from .interpreter import Interpreter, command
 from .limits import MIB, SandboxLimits
 from .rootfs import SCRATCH, TMP, root_layout
@@ -51,4 +52,6 @@ def build_unshare_launch(interpreter: Interpreter, files: list[tuple[str, int]],
              "--propagation", "private", "--",
              interpreter.executable, "-I", "-S", INIT_SCRIPT, json.dumps(spec)]
     return Launch(argv=args, env={"PATH": "/usr/bin:/bin"}, pass_fds=(ready_fd, *(fd for _, fd in files)),
-                  signal_exit_codes=True, cleanup=[lambda: os.rmdir(mount_point)])
+                  signal_exit_codes=True, cleanup=[lambda: os.rmdir(mount_point)],
+                  # the pid namespace's teardown kills strays asynchronously: wait until they are gone
+                  after_exit=(lambda: kill_all_of(uid)) if uid is not None else None)
