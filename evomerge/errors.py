@@ -23,3 +23,8 @@ class ExperimentError(EvomergeError):
 
 class EvaluationError(EvomergeError):
     """A benchmark suite, its data, a generation backend or saved completions cannot be used as asked."""
+
+
+def validation_problems(exc, whole: str) -> str:
+    """A pydantic ValidationError as one line, 'field.path: message; ...' (`whole` names an error of the whole)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg']}" for e in exc.errors())

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evaluators.suites.base import SuiteConfig
 from evomerge.yamlio import read_yaml_file
-from evomerge.errors import ExperimentError
+from evomerge.errors import ExperimentError, validation_problems
 
 OPTIMIZERS = ("nsga2", "nsga3", "cmaes", "tpe", "random")
 
@@ -213,8 +213,7 @@ class Experiment(_Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'experiment'}: {e['msg']}" for e in exc.errors())
-            raise ExperimentError(f"{where}: {problems}") from None
+            raise ExperimentError(f"{where}: {validation_problems(exc, 'experiment')}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Experiment":

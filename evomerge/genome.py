@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evomerge.yamlio import read_yaml_file
-from evomerge.errors import RecipeError, SearchSpaceError
+from evomerge.errors import RecipeError, SearchSpaceError, validation_problems
 from evomerge.recipe import MergeRecipe, Override
 
 # ---------------------------------------------------------------------------------------------
@@ -123,8 +123,7 @@ def load_space_spec(source: str | Path | Mapping[str, Any], overrides: Mapping[s
     try:
         return SearchSpaceSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'space'}: {e['msg']}" for e in exc.errors())
-        raise SearchSpaceError(f"{origin}: {problems}") from None
+        raise SearchSpaceError(f"{origin}: {validation_problems(exc, 'space')}") from None
 
 
 def _deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:

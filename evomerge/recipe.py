@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from evomerge.yamlio import read_yaml_file
-from evomerge.errors import RecipeError
+from evomerge.errors import RecipeError, validation_problems
 
 DType = Literal["float32", "float16", "bfloat16"]
 
@@ -189,10 +189,7 @@ class MergeRecipe(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']}" for e in exc.errors()
-            )
-            raise RecipeError(f"{where}: {problems}") from None
+            raise RecipeError(f"{where}: {validation_problems(exc, 'recipe')}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "MergeRecipe":

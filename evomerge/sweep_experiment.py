@@ -34,7 +34,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from evomerge.errors import ExperimentError
+from evomerge.errors import ExperimentError, validation_problems
 from evomerge.experiment import Cache, Generator, Heldout, Objective, Workers, resolve_paths, with_default_kinds
 from evomerge.yamlio import read_yaml_file
 
@@ -306,8 +306,7 @@ def _validate(data: Mapping[str, Any], where: str) -> SweepExperiment:
     try:
         return SweepExperiment.model_validate(dict(data))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'experiment'}: {e['msg']}" for e in exc.errors())
-        raise ExperimentError(f"{where}: {problems}") from None
+        raise ExperimentError(f"{where}: {validation_problems(exc, 'experiment')}") from None
 
 
 def parse_paths(text: str | None) -> dict[str, str]:
