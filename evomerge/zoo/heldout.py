@@ -17,7 +17,7 @@ def score_table(models: Mapping[str, Path], suites: Mapping[str, object], split:
 
     table: dict[str, dict[str, dict]] = {}
     for model_name, path in models.items():
-        generator = HFGenerator(path, batch_size=batch_size, device="cpu")
+        generator = HFGenerator(path, batch_size=batch_size, device="cpu", progress=False)  # the caller shows progress
         table[model_name] = {}
         for suite_name, suite in suites.items():
             result = suite.evaluate(generator, split=split)
