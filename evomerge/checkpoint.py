@@ -2,10 +2,13 @@
 
 Reading: `Checkpoint.open(dir)` parses config.json and every safetensors header (single file or
 sharded with model.safetensors.index.json) without loading any weight; `CheckpointSet` checks that
-a base and its models agree (architecture, tensor names, shapes) and reads one tensor at a time
-with a positioned read (pread) straight into a tensor, typically a reused buffer. Not mmap: pages of
-a mapped file count in the process's RSS until unmapped (a 4-input merge would show every input's
-size), and touching fresh mapped or allocated pages costs one page fault per 4 KiB.
+a base and its models agree (architecture, tensor names, shapes) and reads one tensor at a time.
+`copy_into` (the merge's path on a CPU) maps only that tensor's bytes, converts them into the
+caller's reused float32 row and unmaps them at once: no intermediate buffer, and mapped pages count
+in the RSS for one tensor only (a whole-file map would show every input's size). Measured on a
+49 MB bf16 tensor already in the page cache: 24 ms map + convert vs 40 ms pread into a buffer +
+convert. `read` (a positioned read, pread, into a new or reused buffer) serves everything else,
+e.g. the pinned staging buffer of a GPU merge.
 
 Writing: `staged_output_dir` gives a temporary sibling of the output that is renamed into place
 only when everything succeeded; `ShardPlan` lays the output tensors out in shards up front (names,
@@ -327,13 +330,48 @@ class CheckpointSet:
             check_finite(tensor, info.file, name)
         return tensor
 
+    def copy_into(self, ckpt: Checkpoint, name: str, out: "torch.Tensor") -> None:
+        """Copy one tensor into `out` (a contiguous CPU tensor with as many entries, any dtype: the copy
+        converts, e.g. bf16 -> float32) straight from a memory map of the tensor's bytes, unmapped
+        afterwards. No intermediate buffer: the conversion reads the page cache, one pass fewer than a
+        read into a buffer (and its memory) followed by the conversion. Not checked for finiteness."""
+        import mmap
+
+        import torch
+
+        info = ckpt.tensors[name]
+        if out.device.type != "cpu" or not out.is_contiguous() or out.numel() != info.numel:
+            raise ValueError(f"copy_into: out must be a contiguous CPU tensor of {info.numel} entries")
+        if sys.byteorder != "little":
+            raise CheckpointError("reading safetensors (little-endian) on a big-endian machine is not supported")
+        if info.nbytes == 0:
+            return
+        try:
+            fd = self._fd(info.file)
+            # a page past the end of a mapped file is a SIGBUS, not an exception: check the size first
+            if os.fstat(fd).st_size < info.offset + info.nbytes:
+                raise CheckpointError(f"{info.file}: file ended inside tensor '{info.name}' (truncated while in use?)")
+            start = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
+            # private and writable (never written): shares the page cache, and torch accepts the buffer
+            with mmap.mmap(fd, info.offset + info.nbytes - start, flags=mmap.MAP_PRIVATE,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start) as mapped:
+                raw = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=info.offset - start)
+                out.view(-1).copy_(raw.view(getattr(torch, info.dtype)))
+                del raw  # the map cannot close while a tensor still points into it
+        except OSError as exc:
+            raise CheckpointError(f"{info.file}: cannot read tensor '{info.name}' ({exc.strerror or exc})") from None
+
+    def _fd(self, file: Path) -> int:
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = self._fds[file] = os.open(file, os.O_RDONLY)
+        return fd
+
     def _pread(self, info: TensorInfo, target: "torch.Tensor") -> None:
         if sys.byteorder != "little":
             raise CheckpointError("reading safetensors (little-endian) on a big-endian machine is not supported")
         try:
-            fd = self._fds.get(info.file)
-            if fd is None:
-                fd = self._fds[info.file] = os.open(info.file, os.O_RDONLY)
+            fd = self._fd(info.file)
             view = memoryview(target.numpy()).cast("B")
             done = 0
             while done < info.nbytes:

@@ -135,7 +135,8 @@ class CheckpointSource:
         floats = [i for i in inputs.reference.tensors.values() if i.is_float]
         max_numel = max((i.numel for i in floats), default=0)
         max_bytes = max((c.tensors[i.name].nbytes for c in inputs.all for i in floats), default=0)
-        self.workspace = Workspace(len(inputs.models) + 1, max_numel, device, staging_bytes=max_bytes)
+        staging = max_bytes if device.type != "cpu" else 0  # CPU rows are filled from memory maps
+        self.workspace = Workspace(len(inputs.models) + 1, max_numel, device, staging_bytes=staging)
 
     def is_float(self, name: str) -> bool:
         return self.inputs.reference.tensors[name].is_float
@@ -148,7 +149,9 @@ class CheckpointSource:
         for row, ckpt in zip(rows, sources):
             if ckpt is None:
                 row.zero_()
-            else:
+            elif row.device.type == "cpu":
+                inputs.copy_into(ckpt, name, row)
+            else:  # through the pinned staging buffer: a fast host-to-device copy
                 row.copy_(inputs.read(ckpt, name, finite=False, out=ws.staging).reshape(-1))
         files = [c.tensors[name].file if c is not None else None for c in sources]
         return _finish_operands(rows, info.shape, name, files)
@@ -332,15 +335,18 @@ def merge_to_disk(
         cache = overlap_cache if overlap_cache is not None else DEFAULT_OVERLAP_CACHE
         _overlaps_for(rules, source, cache, progress)  # statistics pass (if any) before the output exists
         torch_dtype = getattr(torch, out_dtype)
-        cast = _Caster(torch_dtype, max((t.numel for t in inputs.reference.tensors.values()), default=0), dev)
+        max_numel = max((t.numel for t in inputs.reference.tensors.values()), default=0)
         with staged_output_dir(out_dir, overwrite) as staging:
             writer = ShardWriter(staging, plan)
+            behind = _WriteBehind(writer, [_Caster(torch_dtype, max_numel, dev) for _ in range(2)])
             try:
                 for name, merged in _merged_tensors(source, recipe, cache, progress, names):
-                    writer.write(name, cast(merged) if merged.is_floating_point() else merged)
+                    behind.write(name, merged)
                     del merged
+                behind.drain()
                 files = writer.finish()
             finally:
+                behind.close()  # the helper thread is idle before the file is closed under it
                 writer.abort()
             _write_metadata(staging, recipe, inputs, out_dtype, dev)
     result = MergeResult(out_dir, tuple(files), out_dtype, len(names), time.perf_counter() - t0)
@@ -349,9 +355,41 @@ def merge_to_disk(
     return result
 
 
+class _WriteBehind:
+    """Writes each merged tensor on a helper thread while the next one merges (file writes and the
+    final cast overlap the arithmetic). Cast buffers alternate; one is reused only once its previous
+    write has finished, so at most len(casters) results wait for the disk. The writer's errors
+    surface at the next `write` or at `drain`."""
+
+    def __init__(self, writer: ShardWriter, casters: "list[_Caster]"):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.writer = writer
+        self.casters = casters
+        self.pending: list = [None] * len(casters)
+        self.next = 0
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="evomerge-write")
+
+    def write(self, name: str, merged: "torch.Tensor") -> None:
+        slot = self.next
+        self.next = (slot + 1) % len(self.casters)
+        if self.pending[slot] is not None:
+            self.pending[slot].result()
+        data = self.casters[slot](merged) if merged.is_floating_point() else merged
+        self.pending[slot] = self.pool.submit(self.writer.write, name, data)  # one thread: the plan's order
+
+    def drain(self) -> None:
+        for future in self.pending:
+            if future is not None:
+                future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _Caster:
-    """Casts merged float32 tensors to the output dtype in one reused CPU buffer (the writer copies
-    the bytes out before the next tensor), sparing an allocation and its page faults per tensor."""
+    """Casts merged float32 tensors to the output dtype in one reused CPU buffer (its owner waits for
+    the write before reusing it), sparing an allocation and its page faults per tensor."""
 
     def __init__(self, dtype: "torch.dtype", max_numel: int, device: "torch.device"):
         import torch

@@ -236,7 +236,10 @@ def default_cache_dir() -> Path:
 def weights_identity(recipe: Mapping[str, Any] | None, fingerprints: Mapping[str, str],
                      checkpoint: str | None = None) -> dict[str, Any]:
     """What determines the merged weights: the recipe with every checkpoint path replaced by its content
-    fingerprint (so moving a checkpoint keeps its cache entries), or one checkpoint's fingerprint."""
+    fingerprint (so moving a checkpoint keeps its cache entries) and the methods' numerics version, or
+    one checkpoint's fingerprint."""
+    from evomerge.methods import NUMERICS_VERSION
+
     if checkpoint is not None:
         return {"checkpoint": fingerprints[checkpoint]}
     assert recipe is not None
@@ -244,4 +247,4 @@ def weights_identity(recipe: Mapping[str, Any] | None, fingerprints: Mapping[str
     if out.get("base") is not None:
         out["base"] = fingerprints[out["base"]]
     out["models"] = [fingerprints[m] for m in out["models"]]
-    return {"recipe": out}
+    return {"recipe": out, "numerics": NUMERICS_VERSION}

@@ -161,6 +161,27 @@ def test_architecture_mismatch(tiny_family, tiny_family_llama):
         CheckpointSet.open(tiny_family["base"], [tiny_family_llama["coding"]])
 
 
+def test_copy_into_converts_from_a_memory_map_and_refuses_a_file_truncated_in_use(tiny_family, tmp_path):
+    sharded = _copy(tiny_family["coding"], tmp_path / "coding")
+    _shard(sharded, 3)
+    inputs = CheckpointSet.open(tiny_family["base"], [sharded])
+    stored = {}
+    for f in sorted(sharded.glob("*.safetensors")):
+        stored.update(load_file(f))
+    for name, want in stored.items():
+        got = torch.empty(want.shape, dtype=torch.float32)
+        inputs.copy_into(inputs.models[0], name, got)
+        assert torch.equal(got, want.float()), name
+    with pytest.raises(ValueError, match="entries"):
+        inputs.copy_into(inputs.models[0], name, torch.empty(want.numel() + 1))
+    last = max(inputs.models[0].tensors.values(), key=lambda i: (str(i.file), i.offset))
+    with open(last.file, "r+b") as fh:  # another process truncates the file after validation
+        fh.truncate(last.offset + 4)
+    with pytest.raises(CheckpointError, match="truncated while in use"):
+        inputs.copy_into(inputs.models[0], last.name, torch.empty(last.numel))
+    inputs.close()
+
+
 def test_non_finite_values_are_reported_on_read(tiny_family, tmp_path):
     nan = _copy(tiny_family["coding"], tmp_path / "nan")
 

@@ -262,6 +262,25 @@ def test_interrupted_merge_leaves_nothing(tiny_family, tmp_path, monkeypatch, ex
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_write_on_the_writer_thread_stops_the_merge_and_leaves_nothing(tiny_family, tmp_path, monkeypatch):
+    """Writes run on a helper thread behind the merge: a disk error there still surfaces as the merge's
+    error, and the half-written output is removed."""
+    from evomerge.checkpoint import ShardWriter
+
+    real_write, written = ShardWriter.write, []
+
+    def failing_write(self, name, tensor):
+        if len(written) == 4:
+            raise OSError(28, "No space left on device")
+        written.append(name)
+        real_write(self, name, tensor)
+
+    monkeypatch.setattr(ShardWriter, "write", failing_write)
+    with pytest.raises(OSError, match="No space left"):
+        merge_to_disk(_recipe(tiny_family), tmp_path / "out", shard_size="20KB")
+    assert len(written) == 4 and list(tmp_path.iterdir()) == []
+
+
 def test_existing_output_needs_overwrite(tiny_family, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

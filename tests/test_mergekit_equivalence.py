@@ -196,7 +196,8 @@ def test_dare_l1_rescale_equals_mergekit_formula():
     keep = random_mask(delta, 0.4, seed=11)
     expected = rescaled_masked_tensor(delta, keep.float(), RescaleNorm.l1)
     pruned = delta * keep
-    torch.testing.assert_close(pruned * l1_rescale(delta, pruned), expected, rtol=1e-6, atol=1e-12)
+    # the same float32 sums of |delta| in another order (vector_norm's reduction): a few ulp apart
+    torch.testing.assert_close(pruned * l1_rescale(delta, pruned), expected, rtol=4e-6, atol=1e-12)
 
 
 def test_mergekit_has_no_global_ram_plus():

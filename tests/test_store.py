@@ -36,6 +36,20 @@ def test_cache_key_covers_weights_suite_slice_and_generation(tmp_path):
     assert key not in keys and len(keys) == len(changes)
 
 
+def test_cache_key_changes_with_the_methods_numerics(monkeypatch):
+    """Methods that give other tensors for the same recipe (a new NUMERICS_VERSION) never reuse old scores."""
+    import evomerge.methods
+
+    fp = {"/b": "fb", "/a": "fa"}
+    recipe = {"base": "/b", "models": ["/a"], "method": "dare_ties", "parameters": {"density": 0.5}}
+    args = ({"kind": "coding"}, "search", 8, 0, {"backend": "hf"})
+    before = EvalCache.key(weights_identity(recipe, fp), *args)
+    monkeypatch.setattr(evomerge.methods, "NUMERICS_VERSION", evomerge.methods.NUMERICS_VERSION + 1)
+    assert EvalCache.key(weights_identity(recipe, fp), *args) != before
+    # a reference checkpoint is scored as it is: its key does not depend on the methods
+    assert weights_identity(None, fp, checkpoint="/a") == {"checkpoint": "fa"}
+
+
 def test_cache_round_trip_and_damaged_entries(tmp_path):
     cache = EvalCache(tmp_path)
     assert cache.get("ab" * 32) is None

@@ -34,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     # a descheduled thread on a shared CPU (measured 5x slower merges); sleeping ones cost ~nothing.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from evomerge.engine import load_recipe_file, merge_to_disk
+    from evomerge.heap import keep_freed_memory
+
+    keep_freed_memory()  # one merge frees and reallocates tensors of the same sizes: skip their page faults
 
     recipe = load_recipe_file(args.recipe)
     result = merge_to_disk(

@@ -1,1 +1,6 @@
 """Merge methods: one file per family, pure functions over tensors; `registry.METHODS` lists them."""
+
+# Part of every evaluation-cache key of a merged candidate: bump it whenever a method gives other
+# tensors for the same recipe and inputs (e.g. another random stream for DARE), so that scores of the
+# old tensors are never reused.
+NUMERICS_VERSION = 1

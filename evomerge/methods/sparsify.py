@@ -134,8 +134,8 @@ def random_mask(delta: torch.Tensor, density: float, seed: int) -> torch.Tensor:
 def l1_rescale(delta: torch.Tensor, pruned: torch.Tensor, eps: float = 1e-7) -> float:
     """mergekit's `rescale` (RescaleNorm.l1): the factor that gives the pruned task vector the L1 norm
     of the whole one; 1 when either norm is below `eps` (as mergekit)."""
-    before = float(delta.abs().sum())
-    after = float(pruned.abs().sum())
+    before = float(torch.linalg.vector_norm(delta, 1))  # one pass, no |delta| tensor
+    after = float(torch.linalg.vector_norm(pruned, 1))
     if before < eps or after < eps:
         return 1.0
     return before / after

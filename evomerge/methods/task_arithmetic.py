@@ -73,12 +73,13 @@ def combine(
         divisor = sum(weights)
         if not normalize or abs(divisor) < 1e-8:  # mergekit: a (near-)zero weight sum is not divided by
             divisor = 1.0
-        out = base.clone()
+        out = None
         for t, delta in enumerate(deltas):
             term, coefficient = _weighted(pruning, delta, params, t, ctx, scale / divisor)
-            out.add_(term, alpha=coefficient)
+            # the first term starts the sum off the base: one pass fewer than cloning the base first
+            out = torch.add(base, term, alpha=coefficient) if out is None else out.add_(term, alpha=coefficient)
             del term
-        return out
+        return base.clone() if out is None else out
 
     # TIES sign election without an (N, *shape) stack: per entry, the sum of the positive weighted
     # entries and the sum of the negative ones; the elected sign is that of their total.
