@@ -244,6 +244,12 @@ def _sampled_content(file: Path, data_start: int, samples: int = 16, chunk: int 
     return b"".join(out)
 
 
+def _require_little_endian() -> None:
+    """Tensor bytes are reinterpreted in place, so they must be in the machine's byte order."""
+    if sys.byteorder != "little":
+        raise CheckpointError("reading safetensors (little-endian) on a big-endian machine is not supported")
+
+
 class CheckpointSet:
     """A base (optional) and the models to merge, checked against each other; lazy tensor reads.
 
@@ -342,8 +348,7 @@ class CheckpointSet:
         info = ckpt.tensors[name]
         if out.device.type != "cpu" or not out.is_contiguous() or out.numel() != info.numel:
             raise ValueError(f"copy_into: out must be a contiguous CPU tensor of {info.numel} entries")
-        if sys.byteorder != "little":
-            raise CheckpointError("reading safetensors (little-endian) on a big-endian machine is not supported")
+        _require_little_endian()
         if info.nbytes == 0:
             return
         try:
@@ -368,8 +373,7 @@ class CheckpointSet:
         return fd
 
     def _pread(self, info: TensorInfo, target: "torch.Tensor") -> None:
-        if sys.byteorder != "little":
-            raise CheckpointError("reading safetensors (little-endian) on a big-endian machine is not supported")
+        _require_little_endian()
         try:
             fd = self._fd(info.file)
             view = memoryview(target.numpy()).cast("B")

@@ -134,8 +134,9 @@ class CheckpointSource:
         self.fingerprint = tuple(c.fingerprint for c in inputs.all) + (f"base={inputs.base is not None}",)
         floats = [i for i in inputs.reference.tensors.values() if i.is_float]
         max_numel = max((i.numel for i in floats), default=0)
-        max_bytes = max((c.tensors[i.name].nbytes for c in inputs.all for i in floats), default=0)
-        staging = max_bytes if device.type != "cpu" else 0  # CPU rows are filled from memory maps
+        # a GPU's rows are filled through a pinned staging buffer; CPU rows straight from memory maps
+        staging = 0 if device.type == "cpu" else max(
+            (c.tensors[i.name].nbytes for c in inputs.all for i in floats), default=0)
         self.workspace = Workspace(len(inputs.models) + 1, max_numel, device, staging_bytes=staging)
 
     def is_float(self, name: str) -> bool:
