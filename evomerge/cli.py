@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from evomerge import __version__
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return _dispatch(argv)[0]
+
+
+def _dispatch(argv: list[str] | None) -> tuple[int, object | None]:
+    """Run the chosen subcommand: (exit status, its module or None)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -51,16 +57,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command is None:
         parser.print_help()
-        return 2
+        return 2, None
     try:
-        return int(args._module.run(args) or 0)
+        return int(args._module.run(args) or 0), args._module
     except EvomergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2, args._module
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 130, args._module
+
+
+def console_main() -> None:
+    """The console script: `main`, then for a finished one-shot command, exit without Python's teardown.
+
+    Tearing down torch's modules at interpreter exit takes 0.3-0.7 s on a 2-core CPU (`python -c "import
+    torch"` 1.8-2.4 s against 1.3-1.7 s with os._exit) - a third of a small `evomerge merge`. Commands that
+    set EXIT_WITHOUT_TEARDOWN have closed every file they wrote before returning, so after flushing the
+    standard streams and logging nothing is lost. Only on success: a failure exits the ordinary way.
+    Long-running commands (search with Ray, vLLM) keep their atexit clean-ups, and so does a run under a
+    profiler or tracer (cProfile, coverage), which writes its data at exit.
+    """
+    rc, module = _dispatch(sys.argv[1:])
+    observed = sys.getprofile() is not None or sys.gettrace() is not None
+    if rc == 0 and getattr(module, "EXIT_WITHOUT_TEARDOWN", False) and not observed:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    sys.exit(rc)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -241,3 +241,28 @@ def test_cuda_requested_without_gpu(tiny_family, tmp_path, capsys):
     assert main(["merge", str(recipe), str(tmp_path / "out"), "--device", "cuda", "--no-progress"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
     _assert_no_output(tmp_path, tmp_path / "out")
+
+
+def test_console_script_exits_fast_after_a_merge_without_losing_output(tiny_family, tmp_path):
+    """The console entry point skips Python's teardown after a successful merge: the printed line and every
+    output file must still be complete; a failing merge keeps the ordinary exit and its error message."""
+    import subprocess
+    import sys
+
+    recipe = _write_recipe(tmp_path / "recipe.yaml", tiny_family, method="ties", parameters={"density": 0.5})
+    out = tmp_path / "merged"
+    code = "import sys; from evomerge.cli import console_main; sys.argv[0] = 'evomerge'; console_main()"
+    done = subprocess.run([sys.executable, "-c", code, "merge", str(recipe), str(out), "--device", "cpu",
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {out}")
+    in_process = tmp_path / "in_process"
+    assert main(["merge", str(recipe), str(in_process), "--device", "cpu", "--no-progress"]) == 0
+    written, expected = _load_dir(out), _load_dir(in_process)
+    assert written.keys() == expected.keys()
+    assert all(torch.equal(written[k], expected[k]) for k in expected)
+    assert (out / RECIPE_FILE).read_text() == (in_process / RECIPE_FILE).read_text()
+
+    failed = subprocess.run([sys.executable, "-c", code, "merge", str(recipe), str(out), "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2 and "exists" in failed.stderr

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 
+# run() returns only after the JSON report and the plot are closed on disk: the console script may skip Python's teardown
+EXIT_WITHOUT_TEARDOWN = True
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", required=True, help="base checkpoint directory")

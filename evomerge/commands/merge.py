@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 
+# run() returns only after the merge are closed on disk: the console script may skip Python's teardown
+EXIT_WITHOUT_TEARDOWN = True
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe YAML (or the merge_recipe.yaml of an earlier merge)")
