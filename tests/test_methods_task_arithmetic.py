@@ -203,12 +203,37 @@ def test_dare_masks_are_nested_across_densities():
 
 
 def test_random_keep_is_a_zero_one_mask_like_rand_below_density():
-    delta = big_delta(10_000)
+    """On the CPU, entry i of stream s = i // STREAM is kept iff its draw from SFC64(SeedSequence([seed, s]))
+    is below density: written out here with numpy for a tensor of 2 whole streams and a partial third."""
+    import numpy as np
+
+    from evomerge.methods.keep_draws import STREAM
+
+    delta = big_delta(2 * STREAM + 1234).reshape(-1, 2)
     keep = random_keep(delta, 0.35, seed=5)
+    assert keep.shape == delta.shape and keep.dtype == torch.float32
     assert set(keep.abs().unique().tolist()) == {0.0, 1.0}
-    draw = torch.rand(delta.shape, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(keep > 0, draw < 0.35)
+    draws = np.concatenate([np.random.Generator(np.random.SFC64(np.random.SeedSequence([5, s]))).random(
+        min(STREAM, delta.numel() - s * STREAM), dtype=np.float32) for s in range(3)])
+    assert torch.equal(keep.reshape(-1) > 0, torch.from_numpy(draws < np.float32(0.35)))
     assert random_keep(delta, 1.0, seed=5) is None
+
+
+def test_random_keep_does_not_depend_on_the_thread_count():
+    from evomerge.methods.keep_draws import STREAM
+
+    delta = big_delta(3 * STREAM + 7)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = random_keep(delta, 0.6, seed=123456789)
+        torch.set_num_threads(3)
+        three = random_keep(delta, 0.6, seed=123456789)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three)
+    assert random_keep(torch.zeros(0), 0.5, seed=1).shape == (0,)
+    assert random_keep(torch.tensor(2.0), 0.5, seed=1).shape == ()
 
 
 def test_dare_at_density_one_is_task_arithmetic_and_ties():

@@ -3,4 +3,5 @@
 # Part of every evaluation-cache key of a merged candidate: bump it whenever a method gives other
 # tensors for the same recipe and inputs (e.g. another random stream for DARE), so that scores of the
 # old tensors are never reused.
-NUMERICS_VERSION = 1
+# 2: DARE's CPU masks come from numpy SFC64 streams (keep_draws.py) instead of torch's mt19937
+NUMERICS_VERSION = 2

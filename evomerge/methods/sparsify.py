@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from evomerge.methods.keep_draws import keep_mask
+
 MASK64 = (1 << 64) - 1
 _hardshrink = torch.nn.functional.hardshrink
 
@@ -110,14 +112,17 @@ def model_seed(seed: int, model_index: int) -> int:
 
 def random_keep(delta: torch.Tensor, density: float, seed: int) -> torch.Tensor | None:
     """DARE: 1.0 where an entry is kept (with probability `density`), 0.0 where dropped; a new float32
-    tensor of delta's shape, or None when density >= 1.
+    tensor of delta's shape on delta's device, or None when density >= 1.
 
-    Kept iff u < density for one uniform draw u per entry, from a generator on delta's device seeded
-    with `seed` (the same rule as `rand < density`, ~2x faster than torch.bernoulli). For one seed the
-    masks are nested across densities: an entry kept at density p stays kept at any p' > p.
+    Kept iff u < density for one uniform draw u per entry, seeded with `seed`: on the CPU from
+    `keep_draws.keep_mask` (numpy SFC64 streams, several threads), on a GPU from torch's generator on
+    that device. The two devices draw different (equally distributed) masks for the same seed. For one
+    seed the masks are nested across densities: an entry kept at density p stays kept at any p' > p.
     """
     if density >= 1:
         return None
+    if delta.device.type == "cpu":
+        return keep_mask(delta.numel(), density, seed).view(delta.shape)
     generator = torch.Generator(device=delta.device)
     generator.manual_seed(seed)
     draw = torch.rand(delta.shape, generator=generator, device=delta.device, dtype=torch.float32)
