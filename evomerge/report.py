@@ -218,6 +218,7 @@ def plot_front(run: RunData) -> bytes:
     cols = min(3, len(pairs))
     rows = math.ceil(len(pairs) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    fig.subplots_adjust(wspace=0.32, hspace=0.35)  # room for each panel's y label beside its left neighbour
     for k, (i, j) in enumerate(pairs):
         ax = axes[k // cols][k % cols]
         if i == j:  # a single objective: values over trials
