@@ -82,8 +82,11 @@ def console_main() -> None:
     observed = sys.getprofile() is not None or sys.gettrace() is not None
     if rc == 0 and getattr(module, "EXIT_WITHOUT_TEARDOWN", False) and not observed:
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # e.g. a closed pipe: leave it to the ordinary exit to report
+            sys.exit(rc)
         os._exit(0)
     sys.exit(rc)
 
