@@ -204,7 +204,16 @@ def test_parse_size():
             parse_size(bad)
 
 
-def test_shard_writer_streams_a_readable_sharded_checkpoint(tmp_path):
+@pytest.mark.parametrize("writeback_bytes", [None, 1])
+def test_shard_writer_streams_a_readable_sharded_checkpoint(tmp_path, monkeypatch, writeback_bytes):
+    """Also with the early writeback asked for after every tensor (normally every 64 MiB)."""
+    import evomerge.checkpoint as checkpoint_module
+
+    kicks = []
+    if writeback_bytes is not None:
+        real = checkpoint_module.start_writeback
+        monkeypatch.setattr(checkpoint_module, "WRITEBACK_BYTES", writeback_bytes)
+        monkeypatch.setattr(checkpoint_module, "start_writeback", lambda fd: (kicks.append(fd), real(fd)))
     torch.manual_seed(0)
     tensors = {
         "a": torch.randn(10, 10).to(torch.bfloat16),  # 200 bytes
@@ -220,6 +229,7 @@ def test_shard_writer_streams_a_readable_sharded_checkpoint(tmp_path):
     for k, v in tensors.items():
         writer.write(k, v)
     files = writer.finish()
+    assert len(kicks) == (len(tensors) if writeback_bytes else 0)
     assert files == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert index["weight_map"] == {"a": files[0], "b": files[0], "big": files[1], "scalar": files[2], "ids": files[2]}
