@@ -219,6 +219,18 @@ def test_random_keep_is_a_zero_one_mask_like_rand_below_density():
     assert random_keep(delta, 1.0, seed=5) is None
 
 
+def test_random_keep_golden_values():
+    """Pinned masks: a numpy that drew other SFC64 streams or mapped them to floats differently would
+    silently change every DARE merge (and the evaluation cache would not know): this fails instead."""
+    from evomerge.methods.keep_draws import STREAM
+
+    keep = random_keep(torch.ones(2 * STREAM), 0.5, seed=12345)
+    bits = lambda t: "".join(str(int(v)) for v in t.tolist())  # noqa: E731
+    assert bits(keep[:32]) == "01010100100000111111001001001001"
+    assert bits(keep[STREAM:STREAM + 32]) == "00001110101011011001100111010101"
+    assert int(keep.sum()) == 261715
+
+
 def test_random_keep_does_not_depend_on_the_thread_count():
     from evomerge.methods.keep_draws import STREAM
 

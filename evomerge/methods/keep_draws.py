@@ -7,6 +7,8 @@ the mask depends on (seed, entry index) only - not on the thread count or the or
 numpy releases the GIL while it fills and compares, so torch.get_num_threads() threads share the
 streams (2.5-4 ns per entry on two cores, measured on 0.2M-25M-entry tensors). A stream is small
 enough (1 MiB of float32) to be drawn, compared and written while it is still in the core's cache.
+numpy keeps each BitGenerator's stream fixed across versions, and Generator.random's float32 mapping (the top
+24 bits of a 32-bit draw times 2^-24) has not changed since numpy 1.17; a test pins golden masks regardless.
 """
 
 from __future__ import annotations
