@@ -290,6 +290,7 @@ class SearchSpace:
                 mspec.resolve(fixed, len(self.models), where)  # model count and fixed values fit the method
             except RecipeError as exc:
                 raise SearchSpaceError(str(exc)) from None
+            _refuse_weight_divided_out(mspec, fixed, searched, where)
             self._fixed[method] = fixed
             self._method_genes[method] = searched
 
@@ -478,6 +479,25 @@ def read_num_layers(checkpoint_dir: str | Path) -> int:
         if isinstance(cfg.get(key), int):
             return cfg[key]
     raise SearchSpaceError(f"{config_file}: no num_hidden_layers / n_layer / num_layers entry")
+
+
+def _refuse_weight_divided_out(mspec, fixed: Mapping[str, Any], searched: Sequence[tuple[str, ParamGene]],
+                               where: str) -> None:
+    """One searched `weight` shared by all models is a dead gene when the method normalizes by the sum of the
+    weights (linear, ties by default): sum(w * tau) / sum(w) does not depend on w, so the search would spend
+    a dimension on nothing and report values that mean nothing."""
+    names = {p.name for p in mspec.params}
+    if not {"weight", "normalize"} <= names:
+        return
+    genes = dict(searched)
+    weight = genes.get("weight")
+    if weight is None or weight.per_model or "normalize" in genes:
+        return
+    if fixed.get("normalize", mspec.param("normalize").default) is True:
+        raise SearchSpaceError(
+            f"{where}.weight: one weight for all models is divided out by normalize=true (the merge would not "
+            f"change); search 'lambda' to scale the merged task vector, make the weight 'per_model: true', or "
+            f"fix 'normalize: {{value: false}}'")
 
 
 def _check_param(pspec, value, where: str):

@@ -116,18 +116,20 @@ def test_non_layer_tensors_can_share_a_layer_groups_genes():
 def test_encode_reads_a_hand_written_recipe():
     spec = load_space_spec({"name": "t", "layer_groups": {"count": 2},
                             "methods": {"ties": {"density": {"low": 0.1, "high": 1.0, "per_model": True},
-                                                 "weight": {"low": 0.0, "high": 1.0}}}})
+                                                 "weight": {"low": 0.0, "high": 1.0},
+                                                 "normalize": {"value": False}}}})
     space = bind(spec, num_layers=4)
     recipe = MergeRecipe(base="/ckpt/base", models=MODELS, method="ties",
-                         parameters={"density": [0.2, 0.5, 0.9], "weight": 0.7},
-                         overrides=[{"layers": "2-3", "method": "ties", "parameters": {"density": 0.3, "weight": 0.4}}])
+                         parameters={"density": [0.2, 0.5, 0.9], "weight": 0.7, "normalize": False},
+                         overrides=[{"layers": "2-3", "method": "ties",
+                                     "parameters": {"density": 0.3, "weight": 0.4, "normalize": False}}])
     values = space.encode(recipe)
     assert values["g0.ties.density[tool_use]"] == 0.5 and values["g1.ties.density[memory]"] == 0.3
     assert values["g1.ties.weight"] == 0.4 and values["other.ties.weight"] == 0.7
     wrong = MergeRecipe(base="/ckpt/base", models=MODELS, method="task_arithmetic")
     with pytest.raises(SearchSpaceError, match="does not search"):
         space.encode(wrong)
-    out_of_range = recipe.model_copy(update={"parameters": {"density": 0.05, "weight": 0.7}})
+    out_of_range = recipe.model_copy(update={"parameters": {"density": 0.05, "weight": 0.7, "normalize": False}})
     with pytest.raises(SearchSpaceError, match="outside"):
         space.encode(MergeRecipe.from_dict(out_of_range.to_dict()))
 
@@ -141,6 +143,8 @@ def test_encode_reads_a_hand_written_recipe():
     ({"ties": {"weight": {}}}, "write 'low' and 'high'"),
     ({"ram_plus": {"r": {"low": 0.0, "high": 0.5, "per_model": True}}}, "takes one value for all models"),
     ({"ram_plus": {"rho_scope": {"value": "nope"}}}, "must be one of"),
+    ({"ties": {"weight": {"low": 0.1, "high": 1.0}}}, "divided out by normalize=true"),
+    ({"linear": {"weight": {"low": 0.1, "high": 1.0}, "normalize": {"value": True}}}, "divided out"),
 ])
 def test_invalid_spaces_are_refused_with_the_key_at_fault(methods, message):
     spec = load_space_spec({"name": "bad", "methods": methods})
