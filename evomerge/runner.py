@@ -257,6 +257,7 @@ class SearchRunner:
             trial = study.ask()  # pops the waiting (enqueued, never started) trial
             trial.set_user_attr("discarded", "enqueued but never started before a restart")
             study.tell(trial, state=TrialState.FAIL)
+        self._check_same_genes(study.get_trials(deepcopy=False))
         valid, pending = [], []
         for t in study.get_trials(deepcopy=False):
             if t.user_attrs.get("discarded"):
@@ -287,6 +288,23 @@ class SearchRunner:
         if pending:
             log.info("resuming: %d trial(s) were running when the run stopped; scoring them again", len(pending))
         return sorted(pending, key=lambda lv: lv.number)
+
+    def _check_same_genes(self, trials) -> None:
+        """The experiment names its space (a bundled name or a file), so editing that space between two runs is
+        not a change of the experiment; it is one of the genome, which stored trials cannot be decoded under."""
+        genes = set(self.genes)
+        for t in trials:
+            if t.user_attrs.get("discarded") or not t.params:
+                continue
+            stored = set(t.params)
+            # a trial killed while its genome was being stored holds part of it (discarded above)
+            if stored == genes or (t.state.name == "RUNNING" and stored < genes):
+                continue
+            raise ExperimentError(
+                f"{self.store.dir}: cannot resume: trial {t.number} has other genes than the search space "
+                f"'{self.exp.search_space}' gives now (not in the space now: {sorted(stored - genes)[:4]}; new: "
+                f"{sorted(genes - stored)[:4]}); was the space edited since the run started? Restore it, or start "
+                f"a new run with another --out")
 
     # -- async / sync loops --------------------------------------------------------------------------
     def _budget_left(self) -> int:

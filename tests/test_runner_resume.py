@@ -80,3 +80,29 @@ def test_resume_after_sigkill_keeps_every_finished_trial_and_honours_the_budget(
     assert len(finished_rows(run_dir / "hypervolume.csv")) == 12
     with pytest.raises(Exception, match="already lives here"):
         run_search(exp, run_dir, suite_factory=sh.suite_factory, progress=False, report=False)
+
+
+def test_resume_refuses_a_space_file_edited_since_the_run_started(tiny_family, tmp_path):
+    """The experiment names its space by path, so the experiment itself is unchanged; the genes are not."""
+    import yaml
+
+    from evomerge.errors import ExperimentError
+
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump(sh.TA_WEIGHTS))
+    exp_dict = sh.experiment_dict(tiny_family, tmp_path, budget=4, search_space=str(space_file),
+                                  heldout={"enabled": False})
+    run_dir = tmp_path / "run"
+    run_search(Experiment.from_dict(exp_dict), run_dir, suite_factory=sh.suite_factory, progress=False, report=False)
+
+    edited = dict(sh.TA_WEIGHTS, methods={"task_arithmetic": {"weight": {"low": 0.0, "high": 1.0, "per_model": True},
+                                                              "lambda": {"low": 0.5, "high": 1.5}}})
+    space_file.write_text(yaml.safe_dump(edited))
+    more = Experiment.from_dict(dict(exp_dict, budget=6))
+    with pytest.raises(ExperimentError, match=r"cannot resume: trial 0 has other genes.*'g0.task_arithmetic.lambda'"):
+        run_search(more, run_dir, resume=True, suite_factory=sh.suite_factory, progress=False, report=False)
+    assert len([t for t in study_trials(run_dir) if t.state.is_finished()]) == 4  # nothing was added
+
+    space_file.write_text(yaml.safe_dump(sh.TA_WEIGHTS))  # restored: the run goes on
+    summary = run_search(more, run_dir, resume=True, suite_factory=sh.suite_factory, progress=False, report=False)
+    assert summary.finished == 6
