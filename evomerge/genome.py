@@ -435,8 +435,7 @@ class SearchSpace:
         x = np.zeros(self.dimension)
         for g, off, width in self._layout:
             if g.categorical:
-                x[off:off + width] = 0.25
-                x[off + g.choices.index(values[g.name])] = 0.75
+                write_option_scores(x, off, width, g.choices.index(values[g.name]))
             else:
                 x[off] = g.to_unit(values[g.name])
         return x
@@ -466,6 +465,12 @@ class SearchSpace:
             "genes": [{"name": g.name, "low": g.low, "high": g.high, "log": g.log, "choices": g.choices}
                       if not g.categorical else {"name": g.name, "choices": list(g.choices)} for g in self.genes],
         }
+
+
+def write_option_scores(x: np.ndarray, offset: int, width: int, index: int) -> None:
+    """A categorical gene's coordinates in a genome vector: 0.75 for the chosen option, 0.25 for the others."""
+    x[offset:offset + width] = 0.25
+    x[offset + index] = 0.75
 
 
 def read_num_layers(checkpoint_dir: str | Path) -> int:

@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from evomerge.errors import ExperimentError
+from evomerge.genome import write_option_scores
 from evomerge.search.base import Optimizer, Proposal, suggest_genome
 
 if TYPE_CHECKING:
@@ -348,8 +349,7 @@ class CMAESOptimizer(Optimizer):
         x = np.zeros(self.space.dimension)
         x[self._cont] = cont
         for (o, k), c in zip(self._cats, options):
-            x[o:o + k] = 0.25
-            x[o + c] = 0.75
+            write_option_scores(x, o, k, c)
         return x
 
     def _learn(self, inst: _Instance, pool: Sequence[int]) -> None:
