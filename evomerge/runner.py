@@ -257,9 +257,10 @@ class SearchRunner:
             trial = study.ask()  # pops the waiting (enqueued, never started) trial
             trial.set_user_attr("discarded", "enqueued but never started before a restart")
             study.tell(trial, state=TrialState.FAIL)
-        self._check_same_genes(study.get_trials(deepcopy=False))
+        trials = study.get_trials(deepcopy=False)
+        self._check_same_genes(trials)
         valid, pending = [], []
-        for t in study.get_trials(deepcopy=False):
+        for t in trials:
             if t.user_attrs.get("discarded"):
                 continue
             if t.state == TrialState.RUNNING:
@@ -292,13 +293,15 @@ class SearchRunner:
     def _check_same_genes(self, trials) -> None:
         """The experiment names its space (a bundled name or a file), so editing that space between two runs is
         not a change of the experiment; it is one of the genome, which stored trials cannot be decoded under."""
+        from optuna.trial import TrialState
+
         genes = set(self.genes)
         for t in trials:
             if t.user_attrs.get("discarded") or not t.params:
                 continue
             stored = set(t.params)
-            # a trial killed while its genome was being stored holds part of it (discarded above)
-            if stored == genes or (t.state.name == "RUNNING" and stored < genes):
+            # a trial killed while its genome was being stored holds part of it (`_recover` discards it)
+            if stored == genes or (t.state == TrialState.RUNNING and stored < genes):
                 continue
             raise ExperimentError(
                 f"{self.store.dir}: cannot resume: trial {t.number} has other genes than the search space "

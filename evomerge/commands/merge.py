@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-# run() returns only after the merge are closed on disk: the console script may skip Python's teardown
+# run() returns only after the merged checkpoint's files are closed: the console script may skip Python's teardown
 EXIT_WITHOUT_TEARDOWN = True
 
 
