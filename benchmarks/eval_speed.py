@@ -5,7 +5,7 @@ Prints, per backend: items/s (whole suite evaluation, scoring included), complet
 (a new engine on the same checkpoint: what a search would pay per candidate without the swap),
 then the vllm/hf ratios and how many greedy completions the two backends agree on.
 
-Run it from the vLLM environment, which has both backends (see README "vLLM backend"):
+Run it from the vLLM environment, which has both backends (see docs/backends.md, "vLLM backend"):
 
     .venv-vllm/bin/python benchmarks/eval_speed.py --model smollm2 --suite coding --limit 8 --max-new-tokens 128
     .venv-vllm/bin/python benchmarks/eval_speed.py --model tiny            # a tiny random model, ~30 s

