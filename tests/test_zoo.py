@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from evomerge.zoo.grpo import group_advantages
-from evomerge.zoo.model import ZooShape
+from evomerge_zoo.grpo import group_advantages
+from evomerge_zoo.model import ZooShape
 
 
 TINY = ZooShape(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -26,7 +26,7 @@ def test_group_advantages_normalise_within_each_group():
 
 @pytest.fixture(scope="module")
 def tiny_model(tokenizer):
-    from evomerge.zoo.model import new_model
+    from evomerge_zoo.model import new_model
 
     return new_model(tokenizer, TINY, seed=0)
 
@@ -40,7 +40,7 @@ def test_new_model_weights_are_bf16_values_and_turns_end_at_im_end(tiny_model, t
 
 def test_shared_prompt_logprobs_equal_a_full_forward(tiny_model, tokenizer):
     """The group's completions read one prompt cache; their log-probs must equal a plain forward over prompt+completion."""
-    from evomerge.zoo.sampling import completion_logprobs, sample_groups
+    from evomerge_zoo.sampling import completion_logprobs, sample_groups
 
     prompts = [tokenizer("The key is blue and the door")["input_ids"], tokenizer("def add(a, b):")["input_ids"]]
     stops = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
@@ -62,7 +62,7 @@ def test_shared_prompt_logprobs_equal_a_full_forward(tiny_model, tokenizer):
 
 
 def test_committed_toy_data_is_what_the_generators_give():
-    from evomerge.zoo.toy_data import SEARCH_ITEMS, TEST_ITEMS, check_toy_data
+    from evomerge_zoo.toy_data import SEARCH_ITEMS, TEST_ITEMS, check_toy_data
 
     for family in ("coding", "tool_use", "memory"):
         path = check_toy_data(family)
@@ -72,8 +72,8 @@ def test_committed_toy_data_is_what_the_generators_give():
 
 def test_toy_data_loads_and_scores_through_the_suites(tmp_path):
     """The suites' own loaders read the toy files, and their scorers pass the canonical replies."""
-    from evomerge.zoo.families import FAMILIES, build_family_suite, reward_function
-    from evomerge.zoo.toy_data import toy_data_path, toy_splits
+    from evomerge_zoo.families import FAMILIES, build_family_suite, reward_function
+    from evomerge_zoo.toy_data import toy_data_path, toy_splits
 
     for family in ("tool_use", "memory", "coding"):
         suite = build_family_suite(family, toy_data_path(family))
@@ -88,12 +88,12 @@ def test_toy_data_loads_and_scores_through_the_suites(tmp_path):
 
 
 def _train_tiny(tokenizer, tmp_path, seed):
-    from evomerge.zoo.families import build_family_suite, reward_function
-    from evomerge.zoo.grpo import GRPOSettings, train_grpo
-    from evomerge.zoo.mixture import pretraining_examples, suite_prompts
-    from evomerge.zoo.model import new_model
-    from evomerge.zoo.pretrain import PretrainSettings, pretrain
-    from evomerge.zoo.toy_data import toy_data_path
+    from evomerge_zoo.families import build_family_suite, reward_function
+    from evomerge_zoo.grpo import GRPOSettings, train_grpo
+    from evomerge_zoo.mixture import pretraining_examples, suite_prompts
+    from evomerge_zoo.model import new_model
+    from evomerge_zoo.pretrain import PretrainSettings, pretrain
+    from evomerge_zoo.toy_data import toy_data_path
 
     model = new_model(tokenizer, TINY, seed)
     rates = {"coding": 0.5, "tool_use": 0.5, "memory": 0.5}
@@ -133,7 +133,7 @@ def test_quick_build_writes_a_loadable_bf16_zoo(tmp_path):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evomerge.zoo.build import build_zoo
+    from evomerge_zoo.build import build_zoo
 
     out = tmp_path / "zoo"
     summary = build_zoo(out, seed=1, quick=True, show_progress=False)
@@ -153,3 +153,28 @@ def test_quick_build_writes_a_loadable_bf16_zoo(tmp_path):
     assert all(set(row) == {"coding", "tool_use", "memory"} for row in table.values())
     assert set(written["task_vectors"]["model"]["agents"]) == {"coding", "tool_use", "memory"}
     assert summary["heldout_test"] == table
+
+
+def test_the_library_never_imports_the_zoo_builder():
+    """The zoo depends on evomerge, not the other way round: no module of evomerge/ imports evomerge_zoo
+    (the `evomerge zoo` command does, inside its run()), and building the whole CLI parser loads none of it."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted((root / "evomerge").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                inside_run = path.name == "zoo.py" and path.parent.name == "commands"
+                if name.split(".")[0] == "evomerge_zoo" and not inside_run:
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
+    probe = ("import sys, evomerge, evomerge.cli; evomerge.cli.build_parser(); "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'evomerge_zoo'))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=root).stdout
+    assert out.strip() == "[]"

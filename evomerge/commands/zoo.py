@@ -9,6 +9,9 @@ scores of every model on every family, task-vector densities, timings). About 15
 
 `zoo data` rewrites the toy suite data (evaluators/data/toy/*.jsonl) from the generators.
 
+The builder is its own package, evomerge_zoo (beside the library: it uses evomerge, evomerge never
+imports it); this command only parses the arguments and imports it when run.
+
 examples:
   evomerge zoo build zoo/ --seed 0
   evomerge zoo build /tmp/zoo-smoke --quick
@@ -35,13 +38,13 @@ def run(args: argparse.Namespace) -> int:
     if args.zoo_command == "data":
         from pathlib import Path
 
-        from evomerge.zoo.toy_data import write_toy_data
+        from evomerge_zoo.toy_data import write_toy_data
 
         for family, path in write_toy_data(Path(args.out) if args.out else None).items():
             print(f"{family}: {path}")
         return 0
 
-    from evomerge.zoo.build import build_zoo
+    from evomerge_zoo.build import build_zoo
 
     summary = build_zoo(args.dir, seed=args.seed, quick=args.quick, show_progress=not args.no_progress)
     print(summary["heldout_test_markdown"])

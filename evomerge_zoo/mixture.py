@@ -15,9 +15,9 @@ from evaluators.toy.splits import training_tasks
 from evaluators.toy.task import ToyTask
 
 from evomerge.synthetic import default_corpus
-from evomerge.zoo.encoding import encode_prompt, encode_reply
-from evomerge.zoo.families import FAMILIES, load_through_suite
-from evomerge.zoo.pretrain import Example
+from evomerge_zoo.encoding import encode_prompt, encode_reply
+from evomerge_zoo.families import FAMILIES, load_through_suite
+from evomerge_zoo.pretrain import Example
 
 GENERIC_LINES_PER_ROW = 6
 GENERIC_MAX_TOKENS = 160

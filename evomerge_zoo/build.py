@@ -23,10 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from evomerge.errors import EvomergeError
-from evomerge.zoo.families import FAMILIES, build_family_suite, reward_function
-from evomerge.zoo.grpo import GRPOSettings, train_grpo
-from evomerge.zoo.model import QUICK_SHAPE, ZooShape, new_model, round_to_bf16, save_checkpoint
-from evomerge.zoo.pretrain import PretrainSettings, pretrain
+from evomerge_zoo.families import FAMILIES, build_family_suite, reward_function
+from evomerge_zoo.grpo import GRPOSettings, train_grpo
+from evomerge_zoo.model import QUICK_SHAPE, ZooShape, new_model, round_to_bf16, save_checkpoint
+from evomerge_zoo.pretrain import PretrainSettings, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ QUICK_PLAN = ZooPlan(
 def build_zoo(out_dir: str | Path, seed: int = 0, quick: bool = False, plan: ZooPlan | None = None,
               show_progress: bool = True) -> dict[str, Any]:
     """Write DIR/{base,coding,tool_use,memory} (bf16 HF checkpoints) and DIR/zoo.json; return zoo.json's content."""
-    from evomerge.zoo.toy_data import check_toy_data, evaluation_keys
+    from evomerge_zoo.toy_data import check_toy_data, evaluation_keys
 
     plan = plan or (QUICK_PLAN if quick else FULL_PLAN)
     out_dir = Path(out_dir).expanduser().resolve()
@@ -106,10 +106,10 @@ def _reproducible_torch(threads: int):
 def _build(out_dir: Path, seed: int, quick: bool, plan: ZooPlan, data: dict[str, Path],
            excluded: dict[str, set[str]], show_progress: bool) -> dict[str, Any]:
     from evomerge.analysis import analyze, report_to_dict
-    from evomerge.zoo.encoding import end_of_turn_id
-    from evomerge.zoo.heldout import format_table, score_table
-    from evomerge.zoo.mixture import pretraining_examples, suite_prompts
-    from evomerge.zoo.tokenizer import build_zoo_tokenizer
+    from evomerge_zoo.encoding import end_of_turn_id
+    from evomerge_zoo.heldout import format_table, score_table
+    from evomerge_zoo.mixture import pretraining_examples, suite_prompts
+    from evomerge_zoo.tokenizer import build_zoo_tokenizer
 
     started, cpu_started = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from evomerge.zoo.sampling import completion_logprobs, sample_groups
+from evomerge_zoo.sampling import completion_logprobs, sample_groups
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from evomerge.zoo.encoding import left_pad
+from evomerge_zoo.encoding import left_pad
 
 
 @dataclass

@@ -14,7 +14,7 @@ from evaluators.toy.splits import evaluation_splits
 from evaluators.toy.task import ToyTask
 
 from evomerge.errors import EvomergeError
-from evomerge.zoo.families import FAMILIES, toy_data_path, write_jsonl
+from evomerge_zoo.families import FAMILIES, toy_data_path, write_jsonl
 
 DATA_SEED = 0
 SEARCH_ITEMS = 64

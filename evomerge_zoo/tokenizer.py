@@ -1,6 +1,6 @@
 """The zoo's tokenizer: byte-level BPE with a ChatML template, trained on committed text.
 
-The corpus is the shared generic corpus plus `evomerge/assets/zoo_corpus.txt` (rendered examples
+The corpus is the shared generic corpus plus `evomerge_zoo/zoo_corpus.txt` (rendered examples
 of the three toy families), both committed, so the same vocabulary comes out on every machine.
 """
 
@@ -16,7 +16,7 @@ VOCAB_SIZE = 2048
 
 
 def zoo_corpus() -> str:
-    return resources.files("evomerge.assets").joinpath("zoo_corpus.txt").read_text(encoding="utf-8")
+    return resources.files("evomerge_zoo").joinpath("zoo_corpus.txt").read_text(encoding="utf-8")
 
 
 def build_zoo_tokenizer(vocab_size: int = VOCAB_SIZE):
@@ -26,14 +26,14 @@ def build_zoo_tokenizer(vocab_size: int = VOCAB_SIZE):
 def render_zoo_corpus(per_family: int = 60, seed: int = 12345, flaw_rate: float = 0.5) -> str:
     """Chat transcripts of toy tasks (suite prompts + correct or flawed replies), one block per task.
 
-    Writes `evomerge/assets/zoo_corpus.txt` when the suites' prompt wording changes
-    (`python -m evomerge.zoo.tokenizer`); the committed file is what the build trains on.
+    Writes `evomerge_zoo/zoo_corpus.txt` when the suites' prompt wording changes
+    (`python -m evomerge_zoo.tokenizer`); the committed file is what the build trains on.
     """
     import tempfile
 
     from evaluators.toy.splits import training_tasks
 
-    from evomerge.zoo.families import FAMILIES, load_through_suite
+    from evomerge_zoo.families import FAMILIES, load_through_suite
 
     renderer = build_tokenizer(default_corpus(), vocab_size=300)  # only its chat template is used
     rng = random.Random(seed)
@@ -61,6 +61,6 @@ def lexicon_lines(repeats: int = 12) -> str:
 
 
 if __name__ == "__main__":
-    target = Path(__file__).resolve().parents[1] / "assets" / "zoo_corpus.txt"
+    target = Path(__file__).resolve().parent / "zoo_corpus.txt"
     target.write_text(render_zoo_corpus(), encoding="utf-8")
     print(f"wrote {target}")

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from evomerge.zoo.encoding import right_pad
+from evomerge_zoo.encoding import right_pad
 
 log = logging.getLogger(__name__)
 
