@@ -17,6 +17,7 @@ from evomerge.errors import EvomergeError
 # name -> (module under evomerge.commands, one-line help). An explicit table, no import magic.
 COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("merge", "merge checkpoints as a recipe YAML says and write a Hugging Face checkpoint"),
+    "recipe": ("recipe", "convert a recipe to or from a mergekit YAML (recipe convert SRC DST)"),
     "methods": ("methods", "list the merge methods, their parameters, defaults and valid values (--markdown: docs tables)"),
     "analyze": ("analyze", "task-vector statistics: density, unique/shared changes, RAM+ rho and lambda"),
     "search": ("search", "search for the best merges (CMA-ES, NSGA-II/III, TPE) over agent benchmarks; Pareto front + report"),

@@ -186,6 +186,9 @@ class MergeRecipe(BaseModel):
     def from_dict(cls, data: Mapping[str, Any], where: str = "recipe") -> "MergeRecipe":
         if not isinstance(data, Mapping):
             raise RecipeError(f"{where}: expected a mapping with base/models/method, got {type(data).__name__}")
+        if "merge_method" in data:  # mergekit's required key: say so instead of listing unknown keys
+            raise RecipeError(f"{where}: this is a mergekit configuration (it has 'merge_method'), not an evomerge "
+                              "recipe; `evomerge merge` reads it, `evomerge recipe convert` converts it")
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:

@@ -19,7 +19,7 @@ EXIT_WITHOUT_TEARDOWN = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="recipe YAML (or the merge_recipe.yaml of an earlier merge)")
+    parser.add_argument("recipe", help="recipe YAML, a mergekit YAML, or the merge_recipe.yaml of an earlier merge")
     parser.add_argument("out_dir", help="output checkpoint directory (must not exist unless --overwrite)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available; default)")
     parser.add_argument("--shard-size", default="5GB", help="largest output shard, e.g. 5GB, 500MB, 2GiB (default 5GB)")
@@ -36,12 +36,13 @@ def run(args: argparse.Namespace) -> int:
     # Before torch loads OpenMP: spinning waiters make every large tensor op wait out a time slice for
     # a descheduled thread on a shared CPU (measured 5x slower merges); sleeping ones cost ~nothing.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from evomerge.engine import load_recipe_file, merge_to_disk
+    from evomerge.engine import merge_to_disk
+    from evomerge.mergekit_compat.importer import load_recipe_or_mergekit
     from evomerge.heap import keep_freed_memory
 
     keep_freed_memory()  # one merge frees and reallocates tensors of the same sizes: skip their page faults
 
-    recipe = load_recipe_file(args.recipe)
+    recipe = load_recipe_or_mergekit(args.recipe)  # a mergekit YAML (merge_method: ...) too
     result = merge_to_disk(
         recipe, args.out_dir, device=args.device, shard_size=args.shard_size, dtype=args.dtype,
         overwrite=args.overwrite, progress=not args.no_progress,

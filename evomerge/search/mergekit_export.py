@@ -2,9 +2,9 @@
 
 mergekit applies one merge method to every tensor but lets each parameter vary by tensor through
 conditional values (`[{filter: substring, value: v}, ..., {value: default}]`, first match wins). So a
-recipe exports when all its rules use one method that mergekit has (`MethodSpec.mergekit_name`);
-per-layer and per-module parameters become filters on the checkpoint's tensor names. Every
-tensor's exported value is checked against the recipe before anything is returned.
+recipe exports when all its rules use one method that mergekit has (the table and the translations are
+in evomerge/mergekit_compat/); per-layer and per-module parameters become filters on the checkpoint's
+tensor names. Every tensor's exported value is checked against the recipe before anything is returned.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ import re
 from collections import Counter
 from typing import Any, Sequence
 
-from evomerge.errors import RecipeError
+from evomerge.mergekit_compat.export import ExportError, mergekit_values
 from evomerge.recipe import MergeRecipe
 
-# Our parameters that mergekit does not have, with the value mergekit's method behaves like.
-IMPLICIT_IN_MERGEKIT = {"rescale_mode": "l1"}
+__all__ = ["ExportError", "to_mergekit"]
+
 _LAYER_PREFIX = re.compile(r"^(.*?(?:^|\.)(?:layers|h|blocks|layer)\.\d+\.)")
-
-
-class ExportError(RecipeError):
-    """The recipe cannot be written as a mergekit configuration (the message says why)."""
 
 
 def to_mergekit(recipe: MergeRecipe, tensor_names: Sequence[str]) -> dict[str, Any]:
@@ -32,37 +28,32 @@ def to_mergekit(recipe: MergeRecipe, tensor_names: Sequence[str]) -> dict[str, A
     if len(methods) != 1:
         raise ExportError(f"mergekit merges every tensor with one method; this recipe uses {sorted(methods)}")
     method = methods.pop()
-    spec = get_method(method)
-    if spec.mergekit_name is None:
-        raise ExportError(f"mergekit 0.1.5 has no method equivalent to '{method}'")
-    if method == "slerp":
-        raise ExportError("slerp recipes are not exported (mergekit's slerp takes its first model as the base)")
-    rules = {n: recipe.rule_for(n) for n in tensor_names}
+    # which mergekit method, and its parameter values per tensor (refuses what mergekit cannot compute)
+    target, values = mergekit_values(method, {n: recipe.rule_for(n) for n in tensor_names})
     shared: dict[str, Any] = {}
     per_model: list[dict[str, Any]] = [{} for _ in recipe.models]
-    for p in spec.params:
-        if p.name in IMPLICIT_IN_MERGEKIT:
-            bad = sorted({str(r.parameters[p.name]) for r in rules.values()} - {IMPLICIT_IN_MERGEKIT[p.name]})
-            if bad:
-                raise ExportError(f"'{method}' with {p.name}={bad[0]} has no mergekit equivalent "
-                                  f"(mergekit behaves like {p.name}={IMPLICIT_IN_MERGEKIT[p.name]})")
-            continue
-        if p.per_model:
+    for p in target.params:
+        if p.scope == "per_model":
             for i in range(len(recipe.models)):
-                per_model[i][p.name] = _setting({n: r.parameters[p.name][i] for n, r in rules.items()})
+                per_model[i][p.name] = _setting({n: v[p.name][i] for n, v in values.items()})
         else:
-            shared[p.name] = _setting({n: r.parameters[p.name] for n, r in rules.items()})
-    config: dict[str, Any] = {"merge_method": spec.mergekit_name}
-    if recipe.base is not None:
+            shared[p.name] = _setting({n: v[p.name] for n, v in values.items()})
+    config: dict[str, Any] = {"merge_method": target.mergekit}
+    models = [{"model": m, "parameters": per_model[i]} if per_model[i] else {"model": m}
+              for i, m in enumerate(recipe.models)]
+    if target.base == "endpoint":  # slerp: mergekit interpolates from base_model (t = 0) to the other model
+        config["base_model"] = recipe.models[0]
+        models = models[1:]
+    elif target.base == "required":
         config["base_model"] = recipe.base
-    config["models"] = [{"model": m, "parameters": per_model[i]} if per_model[i] else {"model": m}
-                        for i, m in enumerate(recipe.models)]
+    # linear: no base_model (mergekit would add it to the inputs; evomerge's base is only a reference)
+    config["models"] = models
     if shared:
         config["parameters"] = shared
     config["dtype"] = "float32"  # evomerge computes in float32 too
     if recipe.dtype is not None:
         config["out_dtype"] = recipe.dtype
-    if spec.randomized:
+    if get_method(method).randomized:
         config["random_seed"] = recipe.seed  # mergekit draws differently: same distribution, other masks
     return config
 
