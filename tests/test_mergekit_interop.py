@@ -159,10 +159,7 @@ def test_evomerge_merge_reads_a_mergekit_yaml_like_mergekit_yaml(family, tmp_pat
     config["out_dtype"] = "bfloat16"
     path = tmp_path / "mk.yaml"
     path.write_text(yaml.safe_dump(config))
-    subprocess.run([str(MERGEKIT_YAML), str(path), str(tmp_path / "mk_out"), "--lazy-unpickle", "--no-cuda",
-                    "--quiet", "--no-copy-tokenizer"] if _has_flag("--copy-tokenizer") else
-                   [str(MERGEKIT_YAML), str(path), str(tmp_path / "mk_out"), "--lazy-unpickle", "--no-cuda", "--quiet"],
-                   check=True, capture_output=True)
+    _mergekit_yaml(path, tmp_path / "mk_out")
     _evomerge_cli(["merge", str(path), str(tmp_path / "evo_out"), "--device", "cpu", "--no-progress"])
     theirs, ours = load_checkpoint(tmp_path / "mk_out"), load_checkpoint(tmp_path / "evo_out")
     assert {t.dtype for t in ours.values()} == {torch.bfloat16}
@@ -176,9 +173,10 @@ def test_evomerge_merge_reads_a_mergekit_yaml_like_mergekit_yaml(family, tmp_pat
     assert load_recipe_file(tmp_path / "recipe.yaml").to_dict() == recipe_from_mergekit(config, "x").to_dict()
 
 
-def _has_flag(flag: str) -> bool:
-    out = subprocess.run([str(MERGEKIT_YAML), "--help"], capture_output=True, text=True).stdout
-    return flag in out
+def _mergekit_yaml(config: Path, out: Path) -> None:
+    """The `mergekit-yaml` command itself, on the CPU."""
+    subprocess.run([str(MERGEKIT_YAML), str(config), str(out), "--lazy-unpickle", "--no-cuda", "--quiet",
+                    "--no-copy-tokenizer", "--no-write-model-card"], check=True, capture_output=True)
 
 
 # -- import refusals: each names the key and says it is a mergekit file ---------------------------------
@@ -233,8 +231,24 @@ def test_import_refusals_of_models(family):
            "a LoRA adapter '+...' is not supported")
     refuse({"merge_method": "ties", "base_model": base, "models": [{"model": _models(family)[0], "layer_range": [0, 2]}]},
            "models[0]: unknown key 'layer_range'")
-    refuse({"merge_method": "slerp", "base_model": base, "models": models, "parameters": {"t": 0.5}},
+    refuse({"merge_method": "ties", "base_model": base, "models": _models(family)},
+           "models[0] must be a mapping with a 'model' key")
+    refuse({"merge_method": "slerp", "base_model": base, "models": [{"model": m} for m in _models(family)],
+            "parameters": {"t": 0.5}},
            "slerp needs exactly one model besides base_model, got 3")
+
+
+def test_evomerge_merge_refuses_an_unsupported_mergekit_file_naming_the_key(family, tmp_path, capsys):
+    from evomerge.cli import main
+
+    path = tmp_path / "della.yaml"
+    path.write_text(yaml.safe_dump({"merge_method": "della", "base_model": str(family["base"]),
+                                    "models": [{"model": m, "parameters": {"weight": 0.5}} for m in _models(family)]}))
+    assert main(["merge", str(path), str(tmp_path / "out"), "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} (a mergekit configuration): merge_method 'della'" in err and not (tmp_path / "out").exists()
+    assert main(["recipe", "convert", str(path), str(tmp_path / "r.yaml")]) == 2
+    assert "merge_method 'della'" in capsys.readouterr().err and not (tmp_path / "r.yaml").exists()
 
 
 def test_an_evomerge_recipe_loader_says_a_mergekit_file_is_one(tmp_path):
@@ -335,8 +349,7 @@ def test_front_export_writes_a_file_mergekit_yaml_merges_like_evomerge(family, t
     recipe = space.decode(_genome(space, 5))
     (tmp_path / "recipe.yaml").write_text(recipe.to_yaml())
     _evomerge_cli(["recipe", "convert", str(tmp_path / "recipe.yaml"), str(tmp_path / "mk.yaml")])
-    subprocess.run([str(MERGEKIT_YAML), str(tmp_path / "mk.yaml"), str(tmp_path / "mk_out"), "--lazy-unpickle",
-                    "--no-cuda", "--quiet"], check=True, capture_output=True)
+    _mergekit_yaml(tmp_path / "mk.yaml", tmp_path / "mk_out")
     _evomerge_cli(["merge", str(tmp_path / "recipe.yaml"), str(tmp_path / "evo_out"), "--device", "cpu",
                    "--no-progress"])
     assert_same_tensors(load_checkpoint(tmp_path / "evo_out"), load_checkpoint(tmp_path / "mk_out"))

@@ -147,8 +147,6 @@ def _model_entries(models: Any, where: str) -> list[tuple[str, Any]]:
         raise MergekitImportError(f"{where}: 'models' must be a non-empty list of {{model: PATH, parameters: ...}}")
     out = []
     for i, entry in enumerate(models):
-        if isinstance(entry, str):
-            entry = {"model": entry}
         if not isinstance(entry, Mapping) or "model" not in entry:
             raise MergekitImportError(f"{where}: models[{i}] must be a mapping with a 'model' key, got {entry!r}")
         extra = sorted(set(entry) - {"model", "parameters"})
