@@ -387,3 +387,17 @@ def test_export_refusals_name_the_rule(family):
     ok = to_mergekit(MergeRecipe(base=base, models=models, method="dare_linear",
                                  parameters={"density": 0.5, "rescale": False}), names)
     assert ok["parameters"]["rescale"] is False and ok["models"][0]["parameters"]["weight"] == 1.0
+
+
+def test_recipe_convert_refuses_a_recipe_mergekit_cannot_express(family, tmp_path, capsys):
+    from evomerge.cli import main
+    from evomerge.recipe import MergeRecipe
+
+    src = tmp_path / "soft.yaml"
+    src.write_text(MergeRecipe(base=str(family["base"]), models=_models(family), method="ram_plus_soft").to_yaml())
+    assert main(["recipe", "convert", str(src), str(tmp_path / "mk.yaml")]) == 2
+    assert "no method equivalent to 'ram_plus_soft'" in capsys.readouterr().err
+    assert not (tmp_path / "mk.yaml").exists()
+    (tmp_path / "mk.yaml").write_text("x: 1\n")
+    assert main(["recipe", "convert", str(src), str(tmp_path / "mk.yaml")]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
