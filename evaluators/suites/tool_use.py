@@ -27,7 +27,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from evaluators.protocol import ItemResult, Prompt, Request, SuiteResult
+from evaluators.protocol import ItemResult, Prompt, Request
 from evaluators.suites.base import ItemSuite, SuiteConfig
 from evaluators.suites.bfcl_data import expected_behaviour, load_tool_items, normalize_item, resolve_categories
 from evaluators.suites.bfcl_scoring import bfcl_verdict
@@ -140,7 +140,7 @@ class ToolUseSuite(ItemSuite):
         """The first completion decides pass/fail; with several samples the score is the share that pass."""
         if not completions:
             return ItemResult(str(item["id"]), 0.0, False, "the generator returned no completion")
-        results = [score_completion(item, c, self.options.scoring) for c in completions]
+        results = [score_completion(item, c, self.scoring) for c in completions]
         first = results[0]
         first.prompt = self.request(item).prompt
         if len(results) > 1:
@@ -150,15 +150,14 @@ class ToolUseSuite(ItemSuite):
             first.extra["sample_scores"] = sample_scores
         return first
 
-    def evaluate(self, generator, split: str | None = None, limit: int | None = None, seed: int = 0) -> SuiteResult:
-        result = super().evaluate(generator, split, limit, seed)
-        result.scoring = self.options.scoring
-        return result
+    @property
+    def scoring(self) -> str:
+        return self.options.scoring
 
     def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
         """Accuracy per BFCL category, named after the scoring: `bfcl_acc/parallel`, `lenient_acc/simple_python`."""
         by_category: dict[str, list[float]] = {}
         for result in results:
-            name = f"{self.options.scoring}_acc/{result.extra.get('category', '?')}"
+            name = f"{self.scoring}_acc/{result.extra.get('category', '?')}"
             by_category.setdefault(name, []).append(result.score)
         return {name: sum(v) / len(v) for name, v in sorted(by_category.items())}
