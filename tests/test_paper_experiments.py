@@ -95,6 +95,7 @@ def reduced_run(name, family, out, *extra):
     with open(out / "table.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert (out / "table.md").is_file() and (out / "grid.csv").is_file()
+    assert "Scoring: tool_use `lenient`, memory `sub_em`." in (out / "table.md").read_text()
     assert all(r["failure"] == "" for r in rows), [r["failure"] for r in rows]
     return rows
 
