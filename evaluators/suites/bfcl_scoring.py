@@ -4,8 +4,8 @@ What a verdict is made of, as in bfcl-eval (read from its source; none of its co
 
 1. The reply as a Qwen prompting handler hands it over: text after the last `</think>` (leading newlines dropped).
 2. The prompting-model decoder (`default_decode_ast_prompting`): strip backticks, newlines and spaces at both
-   ends, wrap in `[...]` when not already, and parse as ONE Python expression: a call, or a list / tuple / set
-   whose elements are all calls. Each call becomes `{name: {keyword: value}}`; **positional arguments are
+   ends, wrap in `[...]` when not already, and parse as ONE Python expression: a list whose elements are all
+   calls. Each call becomes `{name: {keyword: value}}`; **positional arguments are
    dropped** (so a required parameter given positionally is missing), a dotted name is kept dotted. Values:
    literals; a bare name reads as its text; `-x` of a constant is its negation (bfcl-eval negates for every
    unary operator, so `+5` and `not 5` read as -5); a subscript reads as its source text; a call without
@@ -87,16 +87,14 @@ def decode_prompting(text: str) -> list[dict[str, dict[Any, Any]]]:
         body = ast.parse(text, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         raise BfclDecodeError(f"invalid Python syntax: {getattr(exc, 'msg', type(exc).__name__)}") from None
-    if isinstance(body, ast.Call):
-        return [_call(body)]
-    if not isinstance(body, (ast.List, ast.Tuple, ast.Set)):
-        raise BfclDecodeError(f"a {type(body).__name__} is not a call or a list of calls")
-    calls = []
-    for element in body.elts:
-        if not isinstance(element, ast.Call):
-            raise BfclDecodeError(f"list element {_source(element)!r} is not a call")
-        calls.append(_call(element))
-    return calls
+    # Bracketed, the text is a list display or not a call list at all (a tuple `[f()], [g()]` or a set has a
+    # non-call element, or cannot start with "["; the reference fails those too).
+    if not isinstance(body, ast.List):
+        raise BfclDecodeError(f"a {type(body).__name__} is not a list of calls")
+    bad = [e for e in body.elts if not isinstance(e, ast.Call)]
+    if bad:
+        raise BfclDecodeError(f"list element {_source(bad[0])!r} is not a call")
+    return [_call(e) for e in body.elts]
 
 
 def _call(node: ast.Call) -> dict[str, dict[Any, Any]]:
