@@ -169,3 +169,12 @@ def test_a_schema_type_bfcl_eval_does_not_know_fails_the_item_with_a_reason():
     h = {"name": "h", "parameters": {"type": "dict", "properties": {"q": {"type": "number"}}, "required": ["q"]}}
     verdict = bfcl_verdict("simple_python", "[h(q=1)]", [h], [{"h": {"q": [1]}}])
     assert not verdict.passed and "cannot score" in verdict.reason
+
+
+def test_a_huge_value_is_scored_and_shown_without_crashing():
+    """repr() refuses ints over 4300 digits: the reason and the shown calls must not."""
+    item = {"id": "big", "category": "simple_python", "question": "q", "function": [F], "ground_truth": TRUTH}
+    for scoring in ("bfcl", "lenient"):
+        result = score_completion(item, "[f(n=2**100000)]", scoring=scoring)
+        assert not result.passed and result.extra["calls"]
+    assert "too large to print" in score_completion(item, "[f(n=2**100000)]", scoring="bfcl").reason

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from evaluators.suites.call_matching import standardize_string  # the same rule: ` ,./-_*^` out, lower, ' -> "
+from evaluators.suites.function_calls import safe_repr
 
 __all__ = ["BfclDecodeError", "BfclVerdict", "bfcl_verdict", "decode_prompting", "standardize_string",
            "strip_reasoning"]
@@ -388,5 +389,5 @@ def _names(calls: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = safe_repr(value)
     return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."

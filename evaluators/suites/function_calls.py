@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-__all__ = ["CallParseError", "FunctionCall", "parse_calls"]
+__all__ = ["CallParseError", "FunctionCall", "parse_calls", "safe_repr"]
 
 
 class CallParseError(ValueError):
@@ -37,8 +37,16 @@ class FunctionCall:
     positional: tuple[Any, ...] = ()  # BFCL scores named arguments only; kept so the matcher can say so
 
     def render(self) -> str:
-        parts = [repr(v) for v in self.positional] + [f"{k}={v!r}" for k, v in self.arguments.items()]
+        parts = [safe_repr(v) for v in self.positional] + [f"{k}={safe_repr(v)}" for k, v in self.arguments.items()]
         return f"{self.name}({', '.join(parts)})"
+
+
+def safe_repr(value: Any) -> str:
+    """repr(), except for values Python refuses to print (an int of more than 4300 digits inside them)."""
+    try:
+        return repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to print>"
 
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)

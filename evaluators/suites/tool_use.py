@@ -32,7 +32,7 @@ from evaluators.suites.base import ItemSuite, SuiteConfig
 from evaluators.suites.bfcl_data import expected_behaviour, load_tool_items, normalize_item, resolve_categories
 from evaluators.suites.bfcl_scoring import bfcl_verdict
 from evaluators.suites.call_matching import match_calls
-from evaluators.suites.function_calls import CallParseError, parse_calls
+from evaluators.suites.function_calls import CallParseError, parse_calls, safe_repr
 
 __all__ = ["ToolUseOptions", "ToolUseSuite", "build_prompt", "score_completion"]
 
@@ -114,7 +114,7 @@ def score_completion(item: Mapping[str, Any], completion: str, scoring: str = "l
 def _render_decoded(call: Mapping[str, Mapping[Any, Any]]) -> str:
     """A decoded bfcl call shown as source; a `**` keyword (which bfcl-eval files under None) as `**=...`."""
     (name, arguments), = call.items()
-    shown = ", ".join(f"{'**' if k is None else k}={v!r}" for k, v in arguments.items())
+    shown = ", ".join(f"{'**' if k is None else k}={safe_repr(v)}" for k, v in arguments.items())
     return f"{name}({shown})"
 
 
