@@ -294,29 +294,34 @@ def _check_one(description: Mapping[str, Any], call: Mapping[str, Mapping[Any, A
         ok, is_variable = _type_check(value, possible[param], expected_type, nested_type)
         if not ok:
             return f"type of {param!r}: expected {type_name}, got {type(value).__name__} {_show(value)}"
-        if not is_variable:
-            if expected_type is dict:
-                problem = _dict_problem(value, possible[param])
-            elif expected_type is list and nested_type is dict:
-                problem = _list_of_dicts_problem(value, possible[param])
-            elif expected_type is str:
-                problem = None if standardize_string(value) in [
-                    standardize_string(a) for a in possible[param] if type(a) is str] else "string"
-            elif expected_type is list:
-                problem = None if _standardized(value) in [_standardized(a) for a in possible[param]] else "list"
-            else:
-                problem = None if value in possible[param] else "value"
-            if problem in ("string", "list", "value"):
-                return f"value of {param!r}: got {_show(value)}, expected one of {_show(possible[param])}"
-            if problem is not None:
-                return f"value of {param!r}: {problem}"
-            continue
-        if value not in possible[param]:
+        problem = None if is_variable else _structured_problem(value, possible[param], expected_type, nested_type)
+        if problem is not None:
+            return f"value of {param!r}: {problem}"
+        # A variable (and a number or boolean) compares with Python's ==, strings unnormalised.
+        if (is_variable or expected_type not in (dict, list, str)) and value not in possible[param]:
             return f"value of {param!r}: got {_show(value)}, expected one of {_show(possible[param])}"
     for param in possible:
         if param not in arguments and "" not in possible[param]:
             return f"parameter {param!r} not given and not optional"
     return None
+
+
+def _structured_problem(value: Any, possible: Sequence[Any], expected_type: type,
+                        nested_type: type | None) -> str | None:
+    """The value checks bfcl-eval gives dicts, lists of dicts, strings and lists (other types: None here)."""
+    if expected_type is dict:
+        return _dict_problem(value, possible)
+    if expected_type is list and nested_type is dict:
+        return _list_of_dicts_problem(value, possible)
+    if expected_type is str:
+        if standardize_string(value) in [standardize_string(a) for a in possible if type(a) is str]:
+            return None
+    elif expected_type is list:
+        if _standardized(value) in [_standardized(a) for a in possible]:
+            return None
+    else:
+        return None
+    return f"got {_show(value)}, expected one of {_show(possible)} (after normalisation)"
 
 
 def _answer_type(possible: Sequence[Any]) -> type | None:
