@@ -88,12 +88,13 @@ class SuiteResult:
     items: list[ItemResult]
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)  # secondary metrics (EM, F1, pass@k, ...)
+    scoring: str = ""  # which scoring rule gave `mean` where a suite has several (tool_use: lenient | bfcl, ...)
 
     @classmethod
     def from_items(cls, suite: str, items: list[ItemResult], seconds: float = 0.0,
-                   metrics: dict[str, float] | None = None) -> "SuiteResult":
+                   metrics: dict[str, float] | None = None, scoring: str = "") -> "SuiteResult":
         mean, se = mean_stderr([it.score for it in items])
-        return cls(suite, mean, se, len(items), items, seconds, dict(metrics or {}))
+        return cls(suite, mean, se, len(items), items, seconds, dict(metrics or {}), scoring)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

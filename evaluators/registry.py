@@ -75,6 +75,21 @@ def parse_suite_config(name: str, raw: Any, source: str = "suite configuration")
     return config
 
 
+def scoring_of(config: SuiteConfig) -> str:
+    """The scoring rule a suite configuration selects ("" for suites with one rule), without building the suite:
+    what reports and tables print next to a score (tool_use: lenient | bfcl; memory: sub_em | ruler_exact).
+
+    Read from the options as written, else the suite's default; the suite itself validates the value. A kind
+    outside the registry (a suite passed in by a program) has no known rule: ""."""
+    if config.kind not in SUITES:
+        return ""
+    options_model = getattr(suite_class(config.kind), "options_model", None)
+    field = options_model.model_fields.get("scoring") if options_model is not None else None
+    if field is None:
+        return ""
+    return str(config.options.get("scoring", field.default))
+
+
 def build_suite(name_or_config: str | Mapping[str, Any] | SuiteConfig, name: str | None = None):
     """A suite instance from a registry kind ('coding'), a settings mapping, or a SuiteConfig.
 

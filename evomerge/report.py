@@ -337,6 +337,15 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+def _scoring_note(exp: Experiment, objective: str) -> str:
+    """", scored with bfcl" for an objective whose suite offers several scorings ("" otherwise, and for cost)."""
+    from evaluators.registry import scoring_of
+
+    objective_spec = exp.objectives.get(objective)
+    scoring = scoring_of(objective_spec.suite) if objective_spec is not None else ""
+    return f", scored with {scoring}" if scoring else ""
+
+
 def build_html(run: RunData, images: Mapping[str, bytes]) -> str:
     exp = run.experiment
     names = exp.objective_names
@@ -383,7 +392,7 @@ img {{ max-width: 100%; display: block; margin: 1em 0; }}
 </style></head><body>
 <h1>evomerge search: {esc(exp.name)}</h1>
 <p>{esc(exp.optimizer.name)} over <code>{esc(str(exp.search_space if isinstance(exp.search_space, str) else exp.search_space.get('name')))}</code>,
-objectives {esc(', '.join(f'{n} ({d})' for n, d in zip(names, run.front.get('directions', []))))}.
+objectives {esc(', '.join(f'{n} ({d}{_scoring_note(exp, n)})' for n, d in zip(names, run.front.get('directions', []))))}.
 Finished candidates: {len(run.trials)} of a budget of {exp.budget} ({len(run.failed)} failed{f', {run.running} still running' if run.running else ''}).
 Evaluations per fidelity: {esc(fid)}.
 Hypervolume {hv:.4g} against reference point {esc(str([round(x, 4) for x in ref_point]) if ref_point else '–')}.</p>

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STUDY_NAME = "evomerge"
-CACHE_FORMAT = 1  # bump when a cached entry's layout or meaning changes
+CACHE_FORMAT = 2  # bump when a cached entry's layout or meaning changes (2: suite results name their scoring;
+#   tool_use lenient relevance / irrelevance and the memory F1 were corrected)
 # Experiment fields a resumed run may change; anything else must match the stored experiment.
 RESUMABLE_CHANGES = ("budget", "workers", "cache", "heldout", "storage")
 

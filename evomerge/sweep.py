@@ -416,6 +416,11 @@ class SweepRunner:
         ]
         if exp.description:
             notes.append(f"Model set `{exp.model_set}`: {exp.description}")
+        from evaluators.registry import scoring_of
+
+        scorings = {o: scoring_of(obj.suite) for o, obj in exp.objectives.items()}
+        if any(scorings.values()):
+            notes.append("Scoring: " + ", ".join(f"{o} `{s}`" for o, s in scorings.items() if s) + ".")
         if self.grid_max is not None or self.method_labels != list(exp.sweep.methods):
             notes.append(f"Reduced run: at most {self.grid_max or 'all'} values per grid parameter; methods "
                          f"{', '.join(self.method_labels)}.")

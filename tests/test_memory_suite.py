@@ -243,3 +243,18 @@ def test_the_toy_name_reads_the_zoo_file_or_says_how_to_build_it():
         assert "evomerge zoo build" in str(exc) and "data/toy/memory.jsonl" in str(exc)
     else:
         assert items and all(it["answers"] and it["context"] for it in items)
+
+
+def test_ruler_exact_scoring_is_an_option_and_named_in_the_result():
+    items = [{"id": "q1", "task": "kv_retrieval", "context": "k: 4821937", "question": "k?", "answers": ["4821937"]}]
+    replay = ReplayGenerator({"q1": "4,821,937"})
+    default = MemorySuite(SuiteConfig(kind="memory", split="all"))
+    default._items = items
+    exact = MemorySuite(SuiteConfig(kind="memory", split="all", options={"scoring": "ruler_exact"}))
+    exact._items = items
+    loose, strict = default.evaluate(replay), exact.evaluate(replay)
+    assert (loose.mean, loose.scoring, loose.metrics["sub_em/kv_retrieval"]) == (1.0, "sub_em", 1.0)
+    assert (strict.mean, strict.scoring, strict.metrics["ruler_exact/kv_retrieval"]) == (0.0, "ruler_exact", 0.0)
+    assert strict.items[0].extra["scoring"] == "ruler_exact" and strict.to_dict()["scoring"] == "ruler_exact"
+    with pytest.raises(SuiteConfigError):
+        MemorySuite(SuiteConfig(kind="memory", options={"scoring": "squad"}))

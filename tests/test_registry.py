@@ -73,3 +73,13 @@ def test_build_backend_passes_only_the_options_a_backend_takes(monkeypatch):
     monkeypatch.setitem(registry.BACKENDS, "saved", "evaluators.backends.replay:ReplayGenerator")
     gen = registry.build_backend("saved", {"a": "x"}, device="cpu", batch_size=4)
     assert isinstance(gen, ReplayGenerator) and gen.samples == {"a": ["x"]}
+
+
+def test_scoring_of_names_the_rule_a_configuration_selects():
+    parse = registry.parse_suite_config
+    assert registry.scoring_of(parse("tool_use", None)) == "lenient"
+    assert registry.scoring_of(parse("tool_use", {"options": {"scoring": "bfcl"}})) == "bfcl"
+    assert registry.scoring_of(parse("memory", None)) == "sub_em"
+    assert registry.scoring_of(parse("memory", {"options": {"scoring": "ruler_exact"}})) == "ruler_exact"
+    assert registry.scoring_of(parse("coding", None)) == ""  # one rule only
+    assert registry.scoring_of(parse("x", {"kind": "tool_use"}).model_copy(update={"kind": "custom"})) == ""

@@ -33,6 +33,7 @@ def test_report_is_self_contained_and_complete(run_dir):
     run = load_run(run_dir)
     assert f"Failed candidates ({len(run.failed)})" in html and run.failed
     assert "held-out" in html and "Reference models" in html
+    assert "scored with" not in html  # these test suites have one scoring rule; tool_use / memory name theirs
     assert "rung 0 (3 items): 10" in html
     for png in ("front.png", "hypervolume.png", "front_genes.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -91,8 +91,67 @@ def test_evaluate_a_user_jsonl_file_with_replayed_completions(tmp_path):
     by_id = {r.id: r for r in result.items}
     assert "value of 'minutes': got 6 expected one of [5]" in by_id["multiple_1"].reason
     assert by_id["simple_1"].prompt[0]["role"] == "system"
-    assert result.metrics == {"acc/irrelevance": 1.0, "acc/multiple": 0.0, "acc/parallel": 1.0, "acc/simple_python": 1.0}
+    assert result.metrics == {"lenient_acc/irrelevance": 1.0, "lenient_acc/multiple": 0.0, "lenient_acc/parallel": 1.0,
+                              "lenient_acc/simple_python": 1.0}
+    assert result.scoring == "lenient" and result.to_dict()["scoring"] == "lenient"
     assert [r.id for r in suite.evaluate(replay, split="test").items] == ["parallel_multiple_1"]
+
+
+def test_bfcl_scoring_is_selected_by_the_option_and_named_in_the_result(tmp_path):
+    data = _write_jsonl(tmp_path / "tools.jsonl", [dict(r, split="search") for r in (SIMPLE, PARALLEL, IRRELEVANCE)])
+    suite = build_suite({"kind": "tool_use", "data": str(data), "options": {"scoring": "bfcl"}})
+    # The lenient reader takes a fenced block and `a_b` for `a.b`; bfcl-eval's decoder keeps "python" of the
+    # fence and fails the decode.
+    replay = ReplayGenerator({"simple_1": '```python\n[get_weather(city="Paris")]\n```',
+                              "parallel_1": "[get_weather(city='Rome'), get_weather(city='Paris')]",
+                              "irrelevance_1": "Calling set_timer() would not help."})
+    result = suite.evaluate(replay, split="search")
+    assert result.scoring == "bfcl"
+    assert result.metrics == {"bfcl_acc/irrelevance": 1.0, "bfcl_acc/parallel": 1.0, "bfcl_acc/simple_python": 0.0}
+    assert all(r.extra["scoring"] == "bfcl" for r in result.items)
+    lenient = build_suite({"kind": "tool_use", "data": str(data)}).evaluate(replay, split="search")
+    assert lenient.metrics["lenient_acc/simple_python"] == 1.0
+
+
+def test_bfcl_scoring_refuses_the_json_format():
+    with pytest.raises(SuiteConfigError, match="scoring: bfcl reads Python call syntax only"):
+        build_suite({"kind": "tool_use", "options": {"scoring": "bfcl", "format": "json"}})
+
+
+@pytest.mark.parametrize("reply", [
+    "Calling get_weather() would not help with this.",
+    "I could use set_timer(minutes=1), but it does not answer who wrote Hamlet.",
+    "The set_timer(minutes=5) function only starts timers [it cannot look up authors].",
+    "<think>maybe set_timer(minutes=1)?</think>No function fits.",
+])
+def test_lenient_irrelevance_a_refusal_that_mentions_a_function_is_not_a_call(reply):
+    """Bug fixed: the prose search read the mentioned function as a call, failing a correct refusal."""
+    result = score_completion(IRRELEVANCE, reply)
+    assert result.passed, result.reason
+
+
+@pytest.mark.parametrize("reply", [
+    "Sure, I can look up the weather (in Paris) for you.",
+    "I would use get_weather(city='Oslo') for that.",
+    "Paris(France) is lovely this time of year.",
+])
+def test_lenient_live_relevance_a_prose_reply_does_not_pass(reply):
+    """Bug fixed: a call-like span inside prose counted as the call a relevance item asks for."""
+    result = score_completion(RELEVANCE, reply)
+    assert not result.passed, result.reason
+
+
+@pytest.mark.parametrize("reply", ["get_weather(city='Oslo')", "```python\nget_weather(city='Oslo')\n```",
+                                   "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>",
+                                   "<think>easy</think>[get_weather(city='Oslo')]"])
+def test_lenient_relevance_and_irrelevance_still_read_explicit_calls(reply):
+    assert score_completion(RELEVANCE, reply).passed
+    assert not score_completion(IRRELEVANCE, reply.replace("get_weather(city='Oslo')", "set_timer(minutes=1)")
+                                .replace('\"get_weather\"', '\"set_timer\"')).passed
+
+
+def test_lenient_matching_still_reads_a_call_after_prose():
+    assert score_completion(SIMPLE, "Sure! get_weather(city='Paris')").passed
 
 
 def test_several_samples_score_their_share(tmp_path):

@@ -115,7 +115,13 @@ class ItemSuite:
         requests = [self.request(it) for it in items]
         completions = generator.generate(requests, self.config.generation.settings(seed)) if requests else []
         results = [self.score(it, outs) for it, outs in zip(items, completions)]
-        return SuiteResult.from_items(self.name, results, time.perf_counter() - start, self.summary(results))
+        return SuiteResult.from_items(self.name, results, time.perf_counter() - start, self.summary(results),
+                                      self.scoring)
+
+    @property
+    def scoring(self) -> str:
+        """The scoring rule, for suites that offer several (recorded in every SuiteResult); "" when only one."""
+        return ""
 
     def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
         """Secondary metrics (e.g. EM and F1 next to sub_em); none by default."""

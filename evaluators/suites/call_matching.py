@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from evaluators.suites.function_calls import FunctionCall
+from evaluators.suites.function_calls import FunctionCall, safe_repr
 
 __all__ = ["MatchResult", "check_call", "match_calls", "same_function_name", "standardize_string"]
 
@@ -249,5 +249,5 @@ def _names(calls: Sequence[FunctionCall]) -> list[str]:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = safe_repr(value)
     return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."

@@ -10,6 +10,8 @@ Accepted forms (alone, inside a fenced code block, inside `<tool_call>` tags, or
   or a list of any of these. Python-literal dicts (single quotes, True/None) are read too.
 
 `parse_calls` returns the calls ([] for an explicit empty list) or raises `CallParseError` saying why.
+With `embedded=False` only an explicit reply counts (the whole reply, a fenced block or a `<tool_call>` tag):
+a call written inside prose ("calling get_weather() would not help") is then a mention, not a call.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-__all__ = ["CallParseError", "FunctionCall", "parse_calls"]
+__all__ = ["CallParseError", "FunctionCall", "parse_calls", "safe_repr"]
 
 
 class CallParseError(ValueError):
@@ -35,8 +37,16 @@ class FunctionCall:
     positional: tuple[Any, ...] = ()  # BFCL scores named arguments only; kept so the matcher can say so
 
     def render(self) -> str:
-        parts = [repr(v) for v in self.positional] + [f"{k}={v!r}" for k, v in self.arguments.items()]
+        parts = [safe_repr(v) for v in self.positional] + [f"{k}={safe_repr(v)}" for k, v in self.arguments.items()]
         return f"{self.name}({', '.join(parts)})"
+
+
+def safe_repr(value: Any) -> str:
+    """repr(), except for values Python refuses to print (an int of more than 4300 digits inside them)."""
+    try:
+        return repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too large to print>"
 
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
@@ -48,8 +58,12 @@ _CALL_START = re.compile(r"(?<![\w.])(?<!def )(?<!class )[A-Za-z_][\w.]*\(")
 _MAX_EMBEDDED_TRIES = 200  # bounds the prose search on long replies
 
 
-def parse_calls(text: str) -> list["FunctionCall"]:
-    """The function calls in `text`; raises CallParseError when there is none in a readable form."""
+def parse_calls(text: str, embedded: bool = True) -> list["FunctionCall"]:
+    """The function calls in `text`; raises CallParseError when there is none in a readable form.
+
+    `embedded`: also look for calls inside prose (brackets or a call in a sentence). Right when the reply
+    is scored against the expected calls; wrong when only "is this a call at all" is asked.
+    """
     text = _THINK.sub("", text).strip()
     if not text:
         raise CallParseError("empty output")
@@ -62,7 +76,7 @@ def parse_calls(text: str) -> list["FunctionCall"]:
         return calls
 
     first_error: CallParseError | None = None
-    for candidate in _candidates(text):
+    for candidate in _candidates(text, embedded):
         try:
             return _parse_snippet(candidate)
         except CallParseError as exc:
@@ -70,7 +84,7 @@ def parse_calls(text: str) -> list["FunctionCall"]:
     raise CallParseError(f"no function call found ({first_error})" if first_error else "no function call found")
 
 
-def _candidates(text: str) -> Iterator[str]:
+def _candidates(text: str, embedded: bool = True) -> Iterator[str]:
     """Snippets that may hold the calls, most explicit first: fenced blocks, the whole reply, spans in the prose.
 
     Spans are looked for outside code blocks only: a block that is not a list of calls is a program
@@ -80,6 +94,8 @@ def _candidates(text: str) -> Iterator[str]:
         if body.strip():
             yield body.strip()
     yield text
+    if not embedded:
+        return
     prose = _FENCE.sub(" ", text)
     for open_, close in (("[", "]"), ("{", "}")):
         start, end = prose.find(open_), prose.rfind(close)

@@ -2,11 +2,15 @@
 
 Data (`data:`): not set or `ruler` - the built-in seeded RULER-style tasks (`ruler.py`: key-value retrieval,
 variable tracking, needle QA; lengths in characters); `toy` - the RL toy zoo's memory items; or a path to a
-HotpotQA / SQuAD-style QA file (`qa_files.py`). Metric: sub_em (a normalised gold answer occurs in the
-normalised reply), with EM and token F1 as secondary metrics (`evaluators.metrics`), and sub_em per task.
+HotpotQA / SQuAD-style QA file (`qa_files.py`). Score (`options.scoring`): `sub_em` (the default; a normalised
+gold answer occurs in the normalised reply, the MemAgent / RAM metric) or `ruler_exact` (RULER's
+string_match_part: a gold answer, lower-cased, occurs in the lower-cased reply, nothing else normalised), with EM
+and HotpotQA's token F1 as secondary metrics (`evaluators.metrics` has the exact definitions), and the score per
+task as `<scoring>/<task>`. The scoring is named in every result (`SuiteResult.scoring`).
 
 Options (`options:` in the suite's YAML):
 - `mode`: `direct` (context + question in one prompt) | `memory_agent` (`memory_agent.py`);
+- `scoring`: `sub_em` | `ruler_exact`;
 - `tasks` (default all three), `lengths` (characters, default [4000]), `items_per_task` (default 50),
   `data_seed` (default 0), `hops` (4), `chains` (3), `distractors` (2): the built-in generator's settings;
 - `chunk_size` (characters, default 2000), `memory_chars` (default 1000), `memory_max_new_tokens` (default 384):
@@ -25,7 +29,7 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from evaluators.errors import DataError
-from evaluators.metrics import exact_match, sub_em, token_f1
+from evaluators.metrics import exact_match, ruler_match, sub_em, token_f1
 from evaluators.protocol import Generator, ItemResult, Prompt, Request, SuiteResult
 from evaluators.suites.base import ItemSuite, SuiteConfig
 from evaluators.suites.memory_agent import run_memory_agent
@@ -36,12 +40,14 @@ __all__ = ["MemoryOptions", "MemorySuite", "direct_prompt", "score_completion"]
 
 # Data names besides `ruler` (the built-in generator): QA files shipped inside this package.
 BUNDLED_FILES = {"toy": "data/toy/memory.jsonl"}  # the RL toy zoo's memory family (`evomerge zoo build`)
+SCORINGS = {"sub_em": sub_em, "ruler_exact": ruler_match}
 
 
 class MemoryOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["direct", "memory_agent"] = "direct"
+    scoring: Literal["sub_em", "ruler_exact"] = "sub_em"
     tasks: list[Literal["kv_retrieval", "variable_tracking", "needle_qa"]] = Field(default_factory=lambda: list(TASKS))
     lengths: list[PositiveInt] = Field(default_factory=lambda: [4000], min_length=1)
     items_per_task: int = Field(50, ge=1)
@@ -60,15 +66,18 @@ def direct_prompt(item: Mapping[str, Any]) -> str:
             f"Question: {item['question']}\nAnswer with the answer only, in a few words.")
 
 
-def score_completion(item: Mapping[str, Any], completion: str) -> ItemResult:
-    """sub_em of one reply against the item's gold answers, with EM and F1 in `extra`. Pure."""
+def score_completion(item: Mapping[str, Any], completion: str, scoring: str = "sub_em") -> ItemResult:
+    """The `scoring` metric (sub_em | ruler_exact) of one reply against the item's gold answers, with EM and F1
+    in `extra`. Pure."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"unknown memory scoring {scoring!r}; use one of {sorted(SCORINGS)}")
     item = qa_item(item)
     answers = item["answers"]
-    score = sub_em(completion, answers)
+    score = SCORINGS[scoring](completion, answers)
     reason = "ok" if score == 1.0 else f"expected one of {answers!r:.200} in the answer, got {completion.strip()!r:.200}"
     return ItemResult(id=item["id"], score=score, passed=score == 1.0, reason=reason, completion=completion,
-                      extra={"task": item["task"], "answers": answers, "em": exact_match(completion, answers),
-                             "f1": token_f1(completion, answers)})
+                      extra={"task": item["task"], "answers": answers, "scoring": scoring,
+                             "em": exact_match(completion, answers), "f1": token_f1(completion, answers)})
 
 
 class MemorySuite(ItemSuite):
@@ -99,10 +108,10 @@ class MemorySuite(ItemSuite):
         return Request(item["id"], self._prompt(direct_prompt(item)))
 
     def score(self, item: Mapping[str, Any], completions: Sequence[str]) -> ItemResult:
-        """The first completion is scored; with several samples the score is their mean sub_em."""
+        """The first completion is scored; with several samples the score is their mean."""
         if not completions:
             return ItemResult(str(item["id"]), 0.0, False, "the generator returned no completion")
-        results = [score_completion(item, c) for c in completions]
+        results = [score_completion(item, c, self.scoring) for c in completions]
         first = results[0]
         first.prompt = item["question"]  # the context is rebuilt from the id (or the data file); not stored per item
         if len(results) > 1:
@@ -129,17 +138,22 @@ class MemorySuite(ItemSuite):
             result = self.score(item, trace.answers)
             result.extra["memories"] = trace.memories  # what the agent kept after each chunk
             results.append(result)
-        return SuiteResult.from_items(self.name, results, time.perf_counter() - start, self.summary(results))
+        return SuiteResult.from_items(self.name, results, time.perf_counter() - start, self.summary(results),
+                                      self.scoring)
+
+    @property
+    def scoring(self) -> str:
+        return self.options.scoring
 
     def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
-        """EM and F1 means, and sub_em per task."""
+        """EM and F1 means, and the score per task (`sub_em/<task>` or `ruler_exact/<task>`)."""
         if not results:
             return {}
         out = {"em": sum(r.extra.get("em", 0.0) for r in results) / len(results),
                "f1": sum(r.extra.get("f1", 0.0) for r in results) / len(results)}
         by_task: dict[str, list[float]] = {}
         for r in results:
-            by_task.setdefault(f"sub_em/{r.extra.get('task', '?')}", []).append(r.score)
+            by_task.setdefault(f"{self.scoring}/{r.extra.get('task', '?')}", []).append(r.score)
         out.update({k: sum(v) / len(v) for k, v in sorted(by_task.items())})
         return out
 

@@ -2,13 +2,22 @@
 
 The prompt is chat: a system message with the instructions and the tool schemas (JSON, as BFCL ships
 them), then the item's own messages. The model answers with calls in Python syntax (the default,
-BFCL's prompting format) or JSON (`options.format: json`); both forms are read either way
-(`function_calls.parse_calls`) and scored by `call_matching.match_calls`. Irrelevance items pass when
-no call is made; relevance items when at least one is.
+BFCL's prompting format) or JSON (`options.format: json`).
+
+Two scorings (`options.scoring`), named in every result (`SuiteResult.scoring`, the metric names
+`<scoring>_acc/<category>` and each item's `extra["scoring"]`):
+- `lenient` (the default, for tiny models): both call forms are read, also inside code fences, after prose or
+  `<think>`, one per line (`function_calls.parse_calls`), and matched by `call_matching.match_calls`
+  (`a_b` for `a.b`, any order, best assignment). Irrelevance items pass when the reply is no call - a refusal
+  that merely mentions a function ("calling get_weather() would not help") is not a call; relevance items pass
+  when the reply is a call (the whole reply, a fenced block or a `<tool_call>` tag) - a prose reply is not.
+- `bfcl`: bfcl-eval 2026.3.23's verdicts (`bfcl_scoring`): its prompting decoder and AST checker, comparable
+  with the BFCL leaderboard. Needs `format: python` (the only syntax its decoder reads).
 
 Options (`options:` in the suite's YAML):
 - `categories`: BFCL categories or groups (`non_live` (default), `live`, `all`; `simple` = `simple_python`);
-- `format`: `python` | `json` - the call syntax the prompt asks for.
+- `format`: `python` | `json` - the call syntax the prompt asks for;
+- `scoring`: `lenient` | `bfcl`.
 """
 
 from __future__ import annotations
@@ -16,13 +25,14 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from evaluators.protocol import ItemResult, Prompt, Request
 from evaluators.suites.base import ItemSuite, SuiteConfig
 from evaluators.suites.bfcl_data import expected_behaviour, load_tool_items, normalize_item, resolve_categories
+from evaluators.suites.bfcl_scoring import bfcl_verdict
 from evaluators.suites.call_matching import match_calls
-from evaluators.suites.function_calls import CallParseError, parse_calls
+from evaluators.suites.function_calls import CallParseError, parse_calls, safe_repr
 
 __all__ = ["ToolUseOptions", "ToolUseSuite", "build_prompt", "score_completion"]
 
@@ -38,6 +48,14 @@ class ToolUseOptions(BaseModel):
 
     categories: list[str] | str | None = None
     format: Literal["python", "json"] = "python"
+    scoring: Literal["lenient", "bfcl"] = "lenient"
+
+    @model_validator(mode="after")
+    def _bfcl_reads_python_only(self) -> "ToolUseOptions":
+        if self.scoring == "bfcl" and self.format != "python":
+            raise ValueError("scoring: bfcl reads Python call syntax only (bfcl-eval's prompting decoder); "
+                             "use format: python, or scoring: lenient with format: json")
+        return self
 
 
 def build_prompt(item: Mapping[str, Any], call_format: str = "python", chat: bool = True) -> Prompt:
@@ -56,12 +74,23 @@ def build_prompt(item: Mapping[str, Any], call_format: str = "python", chat: boo
     return f"{system}\n\n{turns}\n\nAssistant:"
 
 
-def score_completion(item: Mapping[str, Any], completion: str) -> ItemResult:
+def score_completion(item: Mapping[str, Any], completion: str, scoring: str = "lenient") -> ItemResult:
     """Score one reply to one item (BFCL record or normalised item): pass/fail with the reason. Pure."""
     item = normalize_item(item)
+    if scoring == "bfcl":
+        verdict = bfcl_verdict(item["category"], completion, item["function"], item["ground_truth"])
+        return ItemResult(
+            id=item["id"], score=float(verdict.passed), passed=verdict.passed, reason=verdict.reason,
+            completion=completion, extra={"category": item["category"], "scoring": scoring,
+                                          "calls": [_render_decoded(c) for c in verdict.calls],
+                                          "expected": item["ground_truth"]})
+    if scoring != "lenient":
+        raise ValueError(f"unknown tool_use scoring {scoring!r}; use 'lenient' or 'bfcl'")
     behaviour = expected_behaviour(item["category"])
     try:
-        calls, parse_error = parse_calls(completion), None
+        # Without a ground truth (relevance / irrelevance) only an explicit reply counts as a call: a call
+        # mentioned inside prose is talk about a function, not a call of it.
+        calls, parse_error = parse_calls(completion, embedded=behaviour == "match"), None
     except CallParseError as exc:
         calls, parse_error = [], str(exc)
     if behaviour == "no_call":
@@ -77,8 +106,16 @@ def score_completion(item: Mapping[str, Any], completion: str) -> ItemResult:
         passed, reason = match.passed, match.reason
     return ItemResult(
         id=item["id"], score=float(passed), passed=passed, reason=reason, completion=completion,
-        extra={"category": item["category"], "calls": [c.render() for c in calls], "expected": item["ground_truth"]},
+        extra={"category": item["category"], "scoring": scoring, "calls": [c.render() for c in calls],
+               "expected": item["ground_truth"]},
     )
+
+
+def _render_decoded(call: Mapping[str, Mapping[Any, Any]]) -> str:
+    """A decoded bfcl call shown as source; a `**` keyword (which bfcl-eval files under None) as `**=...`."""
+    (name, arguments), = call.items()
+    shown = ", ".join(f"{'**' if k is None else k}={safe_repr(v)}" for k, v in arguments.items())
+    return f"{name}({shown})"
 
 
 class ToolUseSuite(ItemSuite):
@@ -103,7 +140,7 @@ class ToolUseSuite(ItemSuite):
         """The first completion decides pass/fail; with several samples the score is the share that pass."""
         if not completions:
             return ItemResult(str(item["id"]), 0.0, False, "the generator returned no completion")
-        results = [score_completion(item, c) for c in completions]
+        results = [score_completion(item, c, self.scoring) for c in completions]
         first = results[0]
         first.prompt = self.request(item).prompt
         if len(results) > 1:
@@ -113,9 +150,14 @@ class ToolUseSuite(ItemSuite):
             first.extra["sample_scores"] = sample_scores
         return first
 
+    @property
+    def scoring(self) -> str:
+        return self.options.scoring
+
     def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
-        """Accuracy per BFCL category."""
+        """Accuracy per BFCL category, named after the scoring: `bfcl_acc/parallel`, `lenient_acc/simple_python`."""
         by_category: dict[str, list[float]] = {}
         for result in results:
-            by_category.setdefault(f"acc/{result.extra.get('category', '?')}", []).append(result.score)
+            name = f"{self.scoring}_acc/{result.extra.get('category', '?')}"
+            by_category.setdefault(name, []).append(result.score)
         return {name: sum(v) / len(v) for name, v in sorted(by_category.items())}
