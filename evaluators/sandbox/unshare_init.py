@@ -129,7 +129,8 @@ def main():
         except OSError as exc:
             sys.stderr.write(f"sandbox setup failed: cannot start {spec['command'][0]}: {exc}\n")
         os._exit(125)
-    os.close(spec["ready_fd"])  # only the program signals readiness
+    for fd in spec["program_fds"]:  # the program's alone (its ready signal, a test harness's channels)
+        os.close(fd)
     while True:  # reap everything (orphans are re-parented to us) until the program itself ends
         pid, status = os.wait()
         if pid == child:
