@@ -48,6 +48,8 @@ def build_bwrap_launch(interpreter: Interpreter, files: list[tuple[str, int]], a
                 made.add(parent)
                 args += ["--perms", "0755", "--dir", parent]  # bwrap would make them 0700: unreachable after the uid drop
         args += ["--ro-bind", directory, directory]
+    for path in layout.masked_dirs:
+        args += ["--perms", "0555", "--size", "4096", "--tmpfs", path, "--remount-ro", path]
     for path, target in layout.symlinks:
         args += ["--symlink", target, path]
     args += ["--proc", "/proc", "--dev", "/dev",

