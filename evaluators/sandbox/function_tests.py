@@ -156,4 +156,4 @@ def verdict_without_message(status: str, reason: str) -> str:
         return "memory limit exceeded"
     if status == "sandbox_error":
         return f"sandbox error: {reason}"
-    return EXITED + (f" ({reason})" if reason else "")
+    return f"{EXITED} (the tester ended without a result" + (f": {reason})" if reason else ")")

@@ -30,7 +30,9 @@ import time
 _PLAIN = (int, float, complex, str, bytes, type(None), bool, list, tuple, dict, set, frozenset)
 _PLAIN_IDS = frozenset(id(t) for t in _PLAIN)
 _MAX_MESSAGE = 64 << 20  # bytes of one marshalled answer: a larger value fails the item
-_MAX_NODES = 5_000_000  # objects inside one answer
+_MAX_NODES = 1_000_000  # objects inside one answer (HumanEval answers hold a few dozen)
+_TOO_MANY = "more than %d objects" % _MAX_NODES
+_REFUSALS = ("returned a non-builtin value: ", "returned a value too large to check")
 _PR_GET_DUMPABLE, _PR_SET_DUMPABLE = 3, 4
 _SIGKILL = 9  # not `import signal`: it pulls in enum, milliseconds per run
 
@@ -38,7 +40,8 @@ _SIGKILL = 9  # not `import signal`: it pulls in enum, milliseconds per run
 def _non_plain(value):
     """The first object in `value` whose type is not exactly a plain built-in (by `type(x) is T`), else None.
 
-    Iterative (no recursion limit), visits each container once (cycles end), and gives up on huge values.
+    Iterative (no recursion limit), visits each container once (cycles end), and gives up on huge values
+    (returns _TOO_MANY).
     """
     stack, seen, nodes = [value], set(), 0
     while stack:
@@ -48,7 +51,7 @@ def _non_plain(value):
             return x
         nodes += 1
         if nodes > _MAX_NODES:
-            return "a value of more than %d objects" % _MAX_NODES
+            return _TOO_MANY
         if t is list or t is tuple or t is set or t is frozenset or t is dict:
             if id(x) in seen:
                 continue
@@ -61,8 +64,10 @@ def _non_plain(value):
     return None
 
 
-def _describe(bad):
-    return bad if type(bad) is str else repr(type(bad))
+def _verdict_for(bad):
+    if bad is _TOO_MANY:
+        return "returned a value too large to check (%s)" % _TOO_MANY
+    return "returned a non-builtin value: %s" % repr(type(bad))
 
 
 # -- framing: 4-byte little-endian length, then a marshal payload ------------------------------------------
@@ -104,7 +109,7 @@ def _receive(fd, deadline):
         return None
     size = int.from_bytes(head, "little")
     if size > _MAX_MESSAGE:
-        raise _Stop("returned a value too large to check (%d bytes marshalled; the bound is %d)" % (size, _MAX_MESSAGE))
+        raise _Stop("returned a value too large to check (%d bytes marshalled, over %d)" % (size, _MAX_MESSAGE))
     body = _read_exact(fd, size, deadline)
     if body is None:
         return None
@@ -155,11 +160,11 @@ def _candidate(req_r, resp_w):
             reply = ("raised", type(exc).__name__, str(exc)[:300])
         else:
             bad = _non_plain(value)
-            reply = ("ok", value) if bad is None else ("non-builtin", _describe(bad))
+            reply = ("ok", value) if bad is None else ("refused", _verdict_for(bad))
         try:
             _send(resp_w, reply)
         except (ValueError, RecursionError) as exc:  # marshal refuses it (too deep): not a plain value
-            _send(resp_w, ("non-builtin", "an unsendable value (%s)" % exc))
+            _send(resp_w, ("refused", "returned a non-builtin value: an unsendable value (%s)" % exc))
 
 
 # -- the tester process -------------------------------------------------------------------------------------
@@ -211,12 +216,12 @@ class _Proxy:
         if tag == "ok" and len(reply) == 2:
             bad = _non_plain(reply[1])
             if bad is not None:
-                self.stop("returned a non-builtin value: %s" % _describe(bad))
+                self.stop(_verdict_for(bad))
             return reply[1]
         if tag == "raised" and len(reply) == 3 and type(reply[1]) is str and type(reply[2]) is str:
             raise _rebuilt_exception(reply[1], reply[2])
-        if tag == "non-builtin" and len(reply) == 2 and type(reply[1]) is str:
-            self.stop("returned a non-builtin value: %s" % reply[1][:200])
+        if tag == "refused" and len(reply) == 2 and type(reply[1]) is str and reply[1].startswith(_REFUSALS):
+            self.stop(reply[1][:200])  # the candidate's own check, for a precise verdict; marshal is the guard
         if tag == "exited":
             self.stop("exited before the tests finished")
         self.stop("failed: the candidate process broke the harness protocol")
@@ -227,7 +232,7 @@ class _Proxy:
             reply = _receive(self.resp_r, self.deadline)
         except _Stop as stop:
             self.stop(stop.verdict)
-        except (ValueError, EOFError, TypeError, OSError):  # bytes that marshal cannot read
+        except Exception:  # noqa: BLE001 (bytes that marshal cannot read, or too deep, or too big)
             self.stop("failed: the candidate process broke the harness protocol")
         if reply is None:
             self.stop("exited before the tests finished")
