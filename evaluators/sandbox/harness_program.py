@@ -289,17 +289,16 @@ def _run_tests(namespace, test, entry_point, proxy):
     return proxy.stopped or "passed"
 
 
-def _end_candidate(pid, req_w, grace=0.1):
-    """Close its request pipe (an idle candidate flushes its output and exits), then SIGKILL what is left."""
+def _end_candidate(pid, exit_fd, req_w, grace=0.1):
+    """Close its request pipe (an idle candidate flushes its output and exits), then SIGKILL what is left.
+
+    `exit_fd` is a pidfd of the candidate: it turns readable the moment the candidate exits.
+    """
     os.close(req_w)
-    end = time.monotonic() + grace
     try:
-        while os.waitpid(pid, os.WNOHANG)[0] == 0:
-            if time.monotonic() > end:
-                os.kill(pid, _SIGKILL)
-                os.waitpid(pid, 0)
-                return
-            time.sleep(0.001)
+        if exit_fd is None or not select.select([exit_fd], [], [], grace)[0]:
+            os.kill(pid, _SIGKILL)
+        os.waitpid(pid, 0)
     except OSError:
         pass
 
@@ -327,13 +326,17 @@ def main(ready_fd, spec_fd, result_fd):
         os._exit(0)
     os.close(req_r)
     os.close(resp_w)
+    try:
+        exit_fd = os.pidfd_open(pid)
+    except OSError:  # Linux < 5.3: no grace, the candidate's unflushed output is lost
+        exit_fd = None
     proxy = _Proxy(entry_point, req_w, resp_r, time.monotonic() + timeout)
     # Read only now, after the fork: the candidate's memory never held the tests or the token.
     secret_at = 4 + public_size
     token, test = marshal.loads(os.pread(spec_fd, os.fstat(spec_fd).st_size - secret_at, secret_at))
     os.close(spec_fd)
     verdict = _run_tests(namespace, test, entry_point, proxy)
-    _end_candidate(pid, req_w)
+    _end_candidate(pid, exit_fd, req_w)
     _send(result_fd, (token, verdict))
     os.close(result_fd)
     os._exit(0)
