@@ -329,3 +329,22 @@ def test_canonical_solutions_score_164_of_164(mode, humaneval):
     results = score_items(items, [[it["canonical_solution"]] for it in items], Sandbox(isolation=mode))
     assert [r.id for r in results if not r.passed] == []
     assert sum(r.passed for r in results) == 164
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "none" or not LIMITS_ONLY_RUNS_AS_ROOT])
+def test_the_candidate_cannot_open_the_testers_memory_or_descriptors(mode):
+    """The tester is non-dumpable: a same-uid candidate gets EACCES on /proc/PPID/{mem,fd,environ,maps}."""
+    code = ("import os\n"
+            "def f():\n"
+            "    out = []\n"
+            "    for name in ('mem', 'environ', 'fd', 'maps'):\n"
+            "        path = '/proc/%d/%s' % (os.getppid(), name)\n"
+            "        try:\n"
+            "            os.listdir(path) if name == 'fd' else open(path, 'rb').close()\n"
+            "            out.append(name + ' open')\n"
+            "        except PermissionError:\n"
+            "            out.append(name + ' refused')\n"
+            "    return ' '.join(out)\n")
+    test = "def check(candidate):\n    raise ValueError(candidate())\n"
+    result = Sandbox(isolation=mode).run(code, tests=FunctionTests("", test, "f", 3.0))
+    assert result.verdict == "failed: ValueError: mem refused environ refused fd refused maps refused"
