@@ -20,6 +20,7 @@ Process layout inside the sandbox (see function_tests.py for the mechanism and i
   descriptors (the tester is non-dumpable: /proc/PID/mem, /proc/PID/fd and ptrace are refused).
 """
 
+import _signal
 import marshal
 import os
 import select
@@ -34,7 +35,7 @@ _MAX_NODES = 1_000_000  # objects inside one answer (HumanEval answers hold a fe
 _TOO_MANY = "more than %d objects" % _MAX_NODES
 _REFUSALS = ("returned a non-builtin value: ", "returned a value too large to check")
 _PR_GET_DUMPABLE, _PR_SET_DUMPABLE = 3, 4
-_SIGKILL = 9  # not `import signal`: it pulls in enum, milliseconds per run
+_SIGKILL, _SIGINT = 9, 2  # not `import signal`: it pulls in enum, milliseconds per run
 
 
 def _non_plain(value):
@@ -309,6 +310,9 @@ def main(ready_fd, spec_fd, result_fd):
     except Exception as exc:  # noqa: BLE001 (fail closed: without it the candidate could read the tests)
         sys.stderr.write("sandbox setup failed: %s\n" % exc)
         os._exit(125)
+    # The candidate (same uid) can signal the tester: SIGINT would raise KeyboardInterrupt inside the tests,
+    # which a test's bare `except:` could swallow. Ignored here; any other signal kills the tester: no result.
+    _signal.signal(_SIGINT, _signal.SIG_IGN)
     os.write(ready_fd, b"1")  # the sandbox reached the program: what follows is the program's doing
     os.close(ready_fd)
     # The spec file: 4-byte length, the public part (the prompt, which ./main.py holds anyway), the secret part.
@@ -322,6 +326,7 @@ def main(ready_fd, spec_fd, result_fd):
     if pid == 0:
         for fd in (spec_fd, result_fd, req_w, resp_r):
             os.close(fd)
+        _signal.signal(_SIGINT, _signal.default_int_handler)  # the candidate's Ctrl-C behaves as usual
         _candidate(req_r, resp_w)
         os._exit(0)
     os.close(req_r)
