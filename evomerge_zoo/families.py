@@ -96,7 +96,8 @@ def reward_function(family: str, suite) -> Callable[[Sequence[Mapping[str, Any]]
         from evaluators.suites.coding import score_items
 
         def coding_rewards(items, completions):
-            results = score_items(items, [[c] for c in completions], suite.sandbox, suite.options.max_workers)
+            results = score_items(items, [[c] for c in completions], suite.sandbox, suite.options.max_workers,
+                                  timeout_seconds=suite.options.timeout_seconds)
             return [r.score for r in results]
 
         return coding_rewards

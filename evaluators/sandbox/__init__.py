@@ -6,9 +6,10 @@
 """
 
 from .errors import SandboxError, SandboxUnavailable, WorkspaceError
+from .function_tests import FunctionTests
 from .limits import SandboxLimits
 from .result import STATUSES, RunResult
 from .sandbox import ISOLATIONS, Sandbox, probe
 
-__all__ = ["ISOLATIONS", "STATUSES", "RunResult", "Sandbox", "SandboxError", "SandboxLimits", "SandboxUnavailable",
+__all__ = ["FunctionTests", "ISOLATIONS", "STATUSES", "RunResult", "Sandbox", "SandboxError", "SandboxLimits", "SandboxUnavailable",
            "WorkspaceError", "probe"]

@@ -13,7 +13,7 @@ import shutil
 
 from .environment import program_environment
 from .identity import kill_all_of
-from .interpreter import Interpreter, command
+from .interpreter import Interpreter, ProgramStart, command
 from .limits import MIB, SandboxLimits
 from .rootfs import SCRATCH, TMP, parents, root_layout
 from .supervise import Launch
@@ -30,7 +30,7 @@ def drop_privileges(uid: int) -> list[str]:
 
 
 def build_bwrap_launch(interpreter: Interpreter, files: list[tuple[str, int]], argv: list[str],
-                       limits: SandboxLimits, ready_fd: int, uid: int | None) -> Launch:
+                       limits: SandboxLimits, start: ProgramStart, uid: int | None) -> Launch:
     """`files` are (relative path, readable fd); `uid` is the throwaway uid when running as root, else None."""
     layout = root_layout(interpreter)
     size = str(int(limits.scratch_mb * MIB))
@@ -48,6 +48,8 @@ def build_bwrap_launch(interpreter: Interpreter, files: list[tuple[str, int]], a
                 made.add(parent)
                 args += ["--perms", "0755", "--dir", parent]  # bwrap would make them 0700: unreachable after the uid drop
         args += ["--ro-bind", directory, directory]
+    for path in layout.masked_dirs:
+        args += ["--perms", "0555", "--size", "4096", "--tmpfs", path, "--remount-ro", path]
     for path, target in layout.symlinks:
         args += ["--symlink", target, path]
     args += ["--proc", "/proc", "--dev", "/dev",
@@ -62,8 +64,8 @@ def build_bwrap_launch(interpreter: Interpreter, files: list[tuple[str, int]], a
     args += ["--remount-ro", "/", "--chdir", SCRATCH, "--"]
     if uid is not None:
         args += drop_privileges(uid)
-    args += ["prlimit", *limits.prlimit_args(), "--", *command(interpreter, ready_fd, argv)]
-    return Launch(argv=args, env={"PATH": "/usr/bin:/bin"}, pass_fds=(ready_fd, *(fd for _, fd in files)),
+    args += ["prlimit", *limits.prlimit_args(), "--", *command(interpreter, start, argv)]
+    return Launch(argv=args, env={"PATH": "/usr/bin:/bin"}, pass_fds=(*start.fds, *(fd for _, fd in files)),
                   signal_exit_codes=True,
                   # the pid namespace's teardown kills strays asynchronously: wait until they are gone
                   after_exit=(lambda: kill_all_of(uid)) if uid is not None else None)

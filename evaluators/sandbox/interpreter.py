@@ -49,6 +49,23 @@ def bootstrap(ready_fd: int) -> str:
     )
 
 
-def command(interpreter: Interpreter, ready_fd: int, argv: list[str] | tuple[str, ...]) -> list[str]:
-    return [interpreter.executable, "-I", "-S", "-c", bootstrap(ready_fd), *argv]
+@dataclass(frozen=True)
+class ProgramStart:
+    """The `-c` code the sandboxed interpreter starts with, and the descriptors it inherits for it.
+
+    `fds` reach the program's first process only: the launchers pass them through and close their
+    own copies (unshare_init closes them in the namespace's init).
+    """
+
+    code: str
+    fds: tuple[int, ...]
+
+
+def plain_start(ready_fd: int) -> ProgramStart:
+    """Run ./main.py as `__main__` (see bootstrap)."""
+    return ProgramStart(bootstrap(ready_fd), (ready_fd,))
+
+
+def command(interpreter: Interpreter, start: ProgramStart, argv: list[str] | tuple[str, ...]) -> list[str]:
+    return [interpreter.executable, "-I", "-S", "-c", start.code, *argv]
 

@@ -14,7 +14,7 @@ import tempfile
 
 from .environment import program_environment
 from .identity import kill_all_of
-from .interpreter import Interpreter, command
+from .interpreter import Interpreter, ProgramStart, command
 from .limits import SandboxLimits
 from .supervise import Launch
 from .workspace import write_into
@@ -35,7 +35,7 @@ def interpreter_reachable_by_others(interpreter: Interpreter) -> bool:
 
 
 def build_limits_only_launch(interpreter: Interpreter, entries: list[tuple[str, bytes]], argv: list[str],
-                             limits: SandboxLimits, ready_fd: int, uid: int | None) -> Launch:
+                             limits: SandboxLimits, start: ProgramStart, uid: int | None) -> Launch:
     scratch = tempfile.mkdtemp(prefix="evomerge-sandbox-")
     try:
         write_into(scratch, entries)
@@ -49,10 +49,10 @@ def build_limits_only_launch(interpreter: Interpreter, entries: list[tuple[str, 
         raise
     prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
     return Launch(
-        argv=[prlimit, *limits.prlimit_args(), "--", *command(interpreter, ready_fd, argv)],
+        argv=[prlimit, *limits.prlimit_args(), "--", *command(interpreter, start, argv)],
         env=program_environment(home=scratch, tmpdir=scratch),
         cwd=scratch,
-        pass_fds=(ready_fd,),
+        pass_fds=start.fds,
         user=uid,
         after_exit=(lambda: kill_all_of(uid)) if uid is not None else None,
         cleanup=[lambda: _remove_tree(scratch)],

@@ -15,6 +15,8 @@ class RunResult:
     `returncode` is the program's exit code, or minus the signal number that ended it; None when it
     never started. (Under bwrap / unshare an exit code of 129..192 reads as a signal, as in a shell.) `stdout` / `stderr` hold at most `max_output_bytes` each (`truncated` says if cut).
     `isolation` names the mode that ran it: "bwrap", "unshare" or "none".
+    `verdict` is set only for a run with function tests (`Sandbox.run(..., tests=...)`): "passed" when
+    the harness saw `check(candidate)` return, else why not (function_tests.py); None otherwise.
     """
 
     status: str
@@ -25,10 +27,15 @@ class RunResult:
     seconds: float
     isolation: str
     reason: str = ""
+    verdict: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def tests_passed(self) -> bool:
+        return self.verdict == "passed"
 
 
 @dataclass(frozen=True)

