@@ -80,3 +80,10 @@ def test_old_module_paths_still_import():
     assert engine.ResidentMerger is ResidentMerger and engine.load_recipe_file is not None
     with pytest.raises(AttributeError):
         engine.no_such_name  # noqa: B018
+
+
+def test_synthetic_is_kept_as_an_alias_of_tiny_checkpoints():
+    import evomerge.synthetic as old
+    import evomerge.tiny_checkpoints as new
+
+    assert old.build_tiny_family is new.build_tiny_family and old.TinyShape is new.TinyShape
