@@ -87,3 +87,22 @@ def test_synthetic_is_kept_as_an_alias_of_tiny_checkpoints():
     import evomerge.tiny_checkpoints as new
 
     assert old.build_tiny_family is new.build_tiny_family and old.TinyShape is new.TinyShape
+
+
+def test_provenance_of_a_recipe_with_relative_paths_reruns_from_another_directory(tiny_family, tmp_path, monkeypatch):
+    """A recipe built in Python with paths relative to the current directory used to be written as is, so
+    `evomerge merge OUT/merge_recipe.yaml` from any other directory looked for the inputs in the wrong place."""
+    from evomerge.engine import merge_to_disk
+    from evomerge.io.provenance import RECIPE_FILE, load_recipe_file
+    from evomerge.recipe import MergeRecipe
+
+    shutil.copytree(tiny_family["base"], tmp_path / "work" / "base")
+    shutil.copytree(tiny_family["coding"], tmp_path / "work" / "coding")
+    monkeypatch.chdir(tmp_path / "work")
+    recipe = MergeRecipe.from_dict({"base": "base", "models": ["coding"], "method": "task_arithmetic"})
+    first = merge_to_disk(recipe, tmp_path / "out")
+    monkeypatch.chdir(tmp_path)  # elsewhere: 'base' and 'coding' mean nothing here
+    again = load_recipe_file(tmp_path / "out" / RECIPE_FILE)
+    assert again.base == str(tmp_path / "work" / "base") and again.models == [str(tmp_path / "work" / "coding")]
+    second = merge_to_disk(again, tmp_path / "again")
+    assert (second.out_dir / "model.safetensors").read_bytes() == (first.out_dir / "model.safetensors").read_bytes()

@@ -47,8 +47,20 @@ def provenance(recipe: MergeRecipe, inputs: CheckpointSet, out_dtype: str, devic
             "base": _describe(inputs.base) if inputs.base is not None else None,
             "models": [_describe(m) for m in inputs.models],
         },
-        "recipe": recipe.to_dict(),
+        "recipe": _with_absolute_inputs(recipe.to_dict()),
     }
+
+
+def _with_absolute_inputs(recipe: dict) -> dict:
+    """The recipe with relative input paths made absolute: the file re-runs the merge from any directory
+    (a recipe built in Python holds paths relative to the directory it ran in, which the file does not say)."""
+
+    def absolute(path: str | None) -> str | None:
+        if path is None or Path(path).expanduser().is_absolute() or not Path(path).expanduser().exists():
+            return path  # absolute already, or not a local path (left as the user wrote it)
+        return str(Path(path).expanduser().resolve())
+
+    return {**recipe, "base": absolute(recipe["base"]), "models": [absolute(m) for m in recipe["models"]]}
 
 
 def write_merge_metadata(
