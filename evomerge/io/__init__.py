@@ -13,6 +13,8 @@ Nothing here imports torch at import time.
 from evomerge.io.atomic import (  # noqa: F401
     replace_atomically, staged_output_dir, write_bytes_atomic, write_json_atomic, write_text_atomic,
 )
-from evomerge.io.reader import Checkpoint, CheckpointSet, check_finite, iter_checkpoint_tensors  # noqa: F401
+from evomerge.io.reader import (  # noqa: F401
+    Checkpoint, CheckpointSet, check_finite, iter_checkpoint_tensors, read_config,
+)
 from evomerge.io.safetensors_format import TensorInfo, read_safetensors_header  # noqa: F401
 from evomerge.io.writer import PlannedTensor, ShardPlan, ShardWriter, parse_size  # noqa: F401

@@ -43,18 +43,8 @@ class Checkpoint:
     @classmethod
     def open(cls, path: str | Path) -> "Checkpoint":
         root = Path(path).expanduser()
-        if not root.is_dir():
-            raise CheckpointError(f"{root}: checkpoint directory not found")
+        config = read_config(root)
         config_file = root / CONFIG_FILE
-        try:
-            config = json.loads(config_file.read_text())
-        except FileNotFoundError:
-            raise CheckpointError(f"{config_file}: missing; a Hugging Face checkpoint needs a config.json") from None
-        except (ValueError, OSError) as exc:
-            raise CheckpointError(f"{config_file}: cannot read it as JSON ({exc})") from None
-        if not isinstance(config, dict):
-            raise CheckpointError(f"{config_file}: expected a JSON object")
-
         files, expected = _weight_files(root)
         tensors: dict[str, TensorInfo] = {}
         digest = hashlib.sha256(config_file.read_bytes())
@@ -89,6 +79,23 @@ class Checkpoint:
             if info.is_float:
                 counts[info.dtype] = counts.get(info.dtype, 0) + info.numel
         return max(counts, key=counts.get) if counts else "float32"
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The config.json of the checkpoint directory at `path`, as a dict; errors name the file."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: checkpoint directory not found")
+    config_file = root / CONFIG_FILE
+    try:
+        config = json.loads(config_file.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{config_file}: missing; a Hugging Face checkpoint needs a config.json") from None
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(f"{config_file}: cannot read it as JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_file}: expected a JSON object")
+    return config
 
 
 def _weight_files(root: Path) -> tuple[list[Path], dict[str, Path] | None]:
