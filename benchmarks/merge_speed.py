@@ -141,7 +141,7 @@ def resident_child(family: dict[str, Path], keep: str, repeat: int) -> None:
     """Runs in its own process: load a ResidentMerger and time RAM+ merges into a state dict."""
     import torch
 
-    from evomerge.engine import ResidentMerger
+    from evomerge.resident import ResidentMerger
     from evomerge.recipe import MergeRecipe
 
     recipe = MergeRecipe(base=str(family["base"]), models=[str(family[a]) for a in AGENTS], method="ram_plus")
