@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 def output_dtype(requested: str | None, recipe: MergeRecipe, inputs_dtype: str) -> str:
     """The dtype merged float tensors are stored in: the caller's, else the recipe's, else the inputs'."""
     out_dtype = requested or recipe.dtype or inputs_dtype
@@ -134,7 +133,7 @@ class CheckpointSource:
         self.inputs = inputs
         self.device = device
         self.tensor_names = inputs.tensor_names
-        self.fingerprint = tuple(c.fingerprint for c in inputs.all) + (f"base={inputs.base is not None}",)
+        self.fingerprint = inputs.fingerprint
         floats = [i for i in inputs.reference.tensors.values() if i.is_float]
         max_numel = max((i.numel for i in floats), default=0)
         # a GPU's rows are filled through a pinned staging buffer; CPU rows straight from memory maps

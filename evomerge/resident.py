@@ -49,7 +49,7 @@ class ResidentMerger:
         self.overlap_cache = OverlapCache()
         with CheckpointSet.open(base, models) as inputs:
             self.tensor_names = inputs.tensor_names
-            self.fingerprint = tuple(c.fingerprint for c in inputs.all) + (f"base={inputs.base is not None}",)
+            self.fingerprint = inputs.fingerprint
             self.dtype = inputs.reference.dtype
             self._is_float = {n: inputs.reference.tensors[n].is_float for n in self.tensor_names}
             self._base: dict[str, torch.Tensor] = {}

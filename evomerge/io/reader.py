@@ -173,6 +173,12 @@ class CheckpointSet:
         return ([self.base] if self.base is not None else []) + self.models
 
     @property
+    def fingerprint(self) -> tuple[str, ...]:
+        """Identifies these inputs (e.g. as a statistics cache key): each checkpoint's content
+        fingerprint, and whether a base is among them."""
+        return tuple(c.fingerprint for c in self.all) + (f"base={self.base is not None}",)
+
+    @property
     def tensor_names(self) -> list[str]:
         return list(self.reference.tensors)
 
