@@ -33,7 +33,7 @@ BLOCKS = code_blocks()
 def test_the_page_has_the_examples_the_issue_asks_for():
     headings = [h for h, _ in BLOCKS]
     assert headings[:1] == ["Merge to disk"] and "Merge in memory: `ResidentMerger`" in headings
-    assert "Evaluate: suites and generators" in headings and headings[-1] == "A tiny search"
+    assert "Evaluate: suites and generators" in headings and "A tiny search" in headings
 
 
 @pytest.mark.parametrize("index", [
