@@ -106,3 +106,28 @@ def test_provenance_of_a_recipe_with_relative_paths_reruns_from_another_director
     assert again.base == str(tmp_path / "work" / "base") and again.models == [str(tmp_path / "work" / "coding")]
     second = merge_to_disk(again, tmp_path / "again")
     assert (second.out_dir / "model.safetensors").read_bytes() == (first.out_dir / "model.safetensors").read_bytes()
+
+
+def test_overwrite_keeps_the_old_output_when_the_final_rename_fails(tmp_path, monkeypatch):
+    """--overwrite moves the old output aside, then renames the new one into place; when that last rename
+    failed, the old output used to stay under a hidden name and `out` was gone."""
+    from pathlib import Path
+
+    from evomerge.io.atomic import staged_output_dir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "weights").write_text("old")
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if Path(target) == out and self.name.startswith(".out.tmp-"):
+            raise OSError(28, "No space left on device")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="No space left"):
+        with staged_output_dir(out, overwrite=True) as staging:
+            (staging / "weights").write_text("new")
+    assert (out / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or trash left behind

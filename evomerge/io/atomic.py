@@ -83,7 +83,11 @@ def staged_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[
         if out_dir.exists():
             trash = temporary_sibling(out_dir, "old")
             out_dir.rename(trash)
-            staging.rename(out_dir)
+            try:
+                staging.rename(out_dir)
+            except BaseException:
+                trash.rename(out_dir)  # the old output goes back where it was, not left under a hidden name
+                raise
             shutil.rmtree(trash) if trash.is_dir() else trash.unlink()
         else:
             staging.rename(out_dir)
