@@ -55,7 +55,7 @@ class CountingGenerator:
 
 def resolve_model(spec: str, workdir: Path) -> Path:
     if spec == "tiny":
-        from evomerge.synthetic import TinyShape, build_tiny_family
+        from evomerge.tiny_checkpoints import TinyShape, build_tiny_family
 
         # The test fixture's 512-position context is shorter than many suite prompts in its 1,000-token
         # vocabulary (HumanEval/115 is 677 tokens): vLLM refuses those while HF runs past the context,

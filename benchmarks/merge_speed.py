@@ -1,7 +1,7 @@
 """Merge speed and peak memory: evomerge against mergekit 0.1.5 on the same inputs.
 
 Generates (once, cached) a bf16 base + 3 agents of ~131M parameters with sparse task vectors
-(evomerge.synthetic.build_tiny_family: hidden 768, 13 layers, vocab 32000), then for each method
+(evomerge.tiny_checkpoints.build_tiny_family: hidden 768, 13 layers, vocab 32000), then for each method
 runs `evomerge merge` and `mergekit-yaml` in fresh subprocesses, one after the other, with the same
 output dtype (bf16), float32 arithmetic, parameters, CPU, thread count and OMP_WAIT_POLICY (PASSIVE
 by default, what `evomerge merge` sets when it is unset). Each process's wall time and CPU time
@@ -59,7 +59,7 @@ def build_family(cache: Path, shape_name: str) -> dict[str, Path]:
         return {k: Path(v) for k, v in json.loads(marker.read_text()).items()}
     import torch
 
-    from evomerge.synthetic import TinyShape, build_tiny_family, build_tokenizer
+    from evomerge.tiny_checkpoints import TinyShape, build_tiny_family, build_tokenizer
 
     shape = dict(SHAPES[shape_name])
     vocab = shape.pop("vocab")
@@ -141,7 +141,7 @@ def resident_child(family: dict[str, Path], keep: str, repeat: int) -> None:
     """Runs in its own process: load a ResidentMerger and time RAM+ merges into a state dict."""
     import torch
 
-    from evomerge.engine import ResidentMerger
+    from evomerge.resident import ResidentMerger
     from evomerge.recipe import MergeRecipe
 
     recipe = MergeRecipe(base=str(family["base"]), models=[str(family[a]) for a in AGENTS], method="ram_plus")

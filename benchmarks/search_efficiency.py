@@ -187,7 +187,7 @@ def optimizers_part(args) -> None:
 def overhead_part(args) -> None:
     import torch
 
-    from evomerge.synthetic import build_tiny_family
+    from evomerge.tiny_checkpoints import build_tiny_family
     from evomerge.workers import EvalJob, Worker, WorkerSetup
 
     torch.set_num_threads(args.threads)

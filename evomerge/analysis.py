@@ -13,13 +13,13 @@ this module only groups, formats and plots.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from evomerge.checkpoint import CheckpointSet
 from evomerge.errors import CheckpointError
+from evomerge.io.atomic import replace_atomically
+from evomerge.io.reader import CheckpointSet
 from evomerge.recipe import layer_index, module_type
 from evomerge.taskvectors import OverlapCounts, ram_plus_lambda, ram_plus_soft_lambda
 
@@ -177,20 +177,8 @@ def format_report(report: TaskVectorReport) -> str:
 # -- files ---------------------------------------------------------------------------------------
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Write through a temporary sibling so an interrupted run never leaves a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_json_report(report: TaskVectorReport, path: str | Path) -> None:
-    _replace_atomically(Path(path), lambda tmp: tmp.write_text(json.dumps(report_to_dict(report), indent=2) + "\n"))
+    replace_atomically(Path(path), lambda tmp: tmp.write_text(json.dumps(report_to_dict(report), indent=2) + "\n"))
 
 
 def plot_heatmap(report: TaskVectorReport, path: str | Path) -> None:
@@ -222,5 +210,5 @@ def plot_heatmap(report: TaskVectorReport, path: str | Path) -> None:
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.suptitle(f"task-vector changes |tau| > {report.epsilon:g}", fontsize=11)
     fig.tight_layout()
-    _replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

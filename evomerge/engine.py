@@ -6,8 +6,8 @@
            the whole-model overlap statistics
         -> sink: ShardWriter (merge_to_disk) | dict (merge_state_dict) | live module (merge_into)
 
-`merge_to_disk` and `ResidentMerger` share `_merged_tensors`, so a recipe gives the same tensors
-whichever sink receives them.
+`merge_to_disk` (here) and `ResidentMerger` (evomerge.resident) share `_merged_tensors`, so a recipe
+gives the same tensors whichever sink receives them.
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Protocol, Sequence
 
-import yaml
-
-from evomerge.yamlio import load_yaml
-from evomerge import __version__
-from evomerge.checkpoint import (
-    CONFIG_FILE, Checkpoint, CheckpointSet, PlannedTensor, ShardPlan, ShardWriter, check_finite,
-    copy_side_files, parse_size, staged_output_dir, write_json,
-)
 from evomerge.errors import CheckpointError, EvomergeError, RecipeError
+from evomerge.io.atomic import staged_output_dir
+from evomerge.io.provenance import RECIPE_FILE, load_recipe_file, write_merge_metadata  # noqa: F401 (re-exported)
+from evomerge.io.reader import CheckpointSet, check_finite
+from evomerge.io.safetensors_format import OUTPUT_DTYPES
+from evomerge.io.writer import PlannedTensor, ShardPlan, ShardWriter, parse_size
 from evomerge.recipe import MergeRecipe, MergeRule
 
 if TYPE_CHECKING:
@@ -37,8 +34,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECIPE_FILE = "merge_recipe.yaml"
-OUTPUT_DTYPES = ("float32", "float16", "bfloat16")
+
+def output_dtype(requested: str | None, recipe: MergeRecipe, inputs_dtype: str) -> str:
+    """The dtype merged float tensors are stored in: the caller's, else the recipe's, else the inputs'."""
+    out_dtype = requested or recipe.dtype or inputs_dtype
+    if out_dtype not in OUTPUT_DTYPES:
+        raise RecipeError(f"output dtype {out_dtype!r}: use one of {', '.join(OUTPUT_DTYPES)}")
+    return out_dtype
 
 
 def tensor_seed(recipe_seed: int, tensor_name: str) -> int:
@@ -131,7 +133,7 @@ class CheckpointSource:
         self.inputs = inputs
         self.device = device
         self.tensor_names = inputs.tensor_names
-        self.fingerprint = tuple(c.fingerprint for c in inputs.all) + (f"base={inputs.base is not None}",)
+        self.fingerprint = inputs.fingerprint
         floats = [i for i in inputs.reference.tensors.values() if i.is_float]
         max_numel = max((i.numel for i in floats), default=0)
         # a GPU's rows are filled through a pinned staging buffer; CPU rows straight from memory maps
@@ -324,9 +326,7 @@ def merge_to_disk(
     with CheckpointSet.open(recipe.base, recipe.models) as inputs:
         source = CheckpointSource(inputs, dev)
         rules = _rules(recipe, [n for n in source.tensor_names if source.is_float(n)])  # recipe errors first
-        out_dtype = dtype or recipe.dtype or inputs.reference.dtype
-        if out_dtype not in OUTPUT_DTYPES:
-            raise RecipeError(f"output dtype {out_dtype!r}: use one of {', '.join(OUTPUT_DTYPES)}")
+        out_dtype = output_dtype(dtype, recipe, inputs.reference.dtype)
         plan = ShardPlan.build(
             [PlannedTensor(n, out_dtype if info.is_float else info.dtype, info.shape)
              for n, info in inputs.reference.tensors.items()],
@@ -349,7 +349,7 @@ def merge_to_disk(
             finally:
                 behind.close()  # the helper thread is idle before the file is closed under it
                 writer.abort()
-            _write_metadata(staging, recipe, inputs, out_dtype, dev)
+            write_merge_metadata(staging, recipe, inputs, out_dtype, dev)
     result = MergeResult(out_dir, tuple(files), out_dtype, len(names), time.perf_counter() - t0)
     log.info("wrote %s: %d tensors in %d file(s), %s, %.1fs",
              out_dir, result.tensors, len(files), out_dtype, result.seconds)
@@ -405,190 +405,10 @@ class _Caster:
         return self._buffer[: merged.numel()].view(merged.shape).copy_(merged)
 
 
-def _write_metadata(staging: Path, recipe: MergeRecipe, inputs: CheckpointSet, out_dtype: str, device) -> None:
-    ref = inputs.reference
-    config = dict(ref.config)
-    config["dtype"] = out_dtype
-    if "torch_dtype" in config:  # older transformers versions read this key
-        config["torch_dtype"] = out_dtype
-    write_json(staging / CONFIG_FILE, config)
-    copy_side_files(ref.path, staging)
-    provenance = {
-        "evomerge_version": __version__,
-        "output": {"dtype": out_dtype, "device": str(device)},
-        "inputs": {
-            "base": _describe(inputs.base) if inputs.base is not None else None,
-            "models": [_describe(m) for m in inputs.models],
-        },
-        "recipe": recipe.to_dict(),
-    }
-    header = "# Written by evomerge merge. Re-run with: evomerge merge <this file> OUT_DIR\n"
-    (staging / RECIPE_FILE).write_text(header + yaml.safe_dump(provenance, sort_keys=False))
+def __getattr__(name: str):
+    # ResidentMerger moved to evomerge.resident (it imports this module); kept reachable here for one release
+    if name == "ResidentMerger":
+        from evomerge.resident import ResidentMerger
 
-
-def _describe(ckpt: Checkpoint) -> dict:
-    return {"path": str(ckpt.path.resolve()), "fingerprint": ckpt.fingerprint}
-
-
-def load_recipe_file(path: str | Path) -> MergeRecipe:
-    """A recipe YAML, or the merge_recipe.yaml provenance file of a merged checkpoint."""
-    path = Path(path)
-    try:
-        data = load_yaml(path.read_text())
-    except (OSError, yaml.YAMLError):
-        data = None  # MergeRecipe.from_yaml reports the problem with the file name
-    if isinstance(data, dict) and "evomerge_version" in data and isinstance(data.get("recipe"), dict):
-        return MergeRecipe.from_dict(data["recipe"], where=f"{path}: recipe")
-    return MergeRecipe.from_yaml(path)
-
-
-# -- sink 2: resident inputs, merged into memory or a live model --------------------------------
-
-
-class ResidentMerger:
-    """Base and agents loaded once onto a device; each `merge*` call reads no file.
-
-    `keep='native'` (default) holds the base and the agents' weights in their stored dtype (bf16
-    for typical RL agents: half the memory of float32 task vectors) and forms τ_t = θ_t − θ_base
-    in float32 per tensor, exactly as the disk path does, so both give identical tensors.
-    `keep='float32'` stores float32 task vectors instead: more memory (for bf16 inputs, 2x) and
-    the subtraction is done once, not per merge.
-    """
-
-    def __init__(
-        self,
-        base: str | Path | None,
-        models: Sequence[str | Path],
-        device: "str | torch.device | None" = None,
-        keep: Literal["native", "float32"] = "native",
-        progress: bool = False,
-    ):
-        import torch
-        from tqdm.auto import tqdm
-
-        if keep not in ("native", "float32"):
-            raise ValueError(f"keep must be 'native' or 'float32', got {keep!r}")
-        self.device = resolve_device(device)
-        self.keep = keep
-        self.base_path = _same_path_key(base) if base is not None else None
-        self.model_paths = [_same_path_key(m) for m in models]
-        self.overlap_cache = OverlapCache()
-        with CheckpointSet.open(base, models) as inputs:
-            self.tensor_names = inputs.tensor_names
-            self.fingerprint = tuple(c.fingerprint for c in inputs.all) + (f"base={inputs.base is not None}",)
-            self.dtype = inputs.reference.dtype
-            self._is_float = {n: inputs.reference.tensors[n].is_float for n in self.tensor_names}
-            self._base: dict[str, torch.Tensor] = {}
-            self._models: dict[str, list[torch.Tensor]] = {}
-            for name in tqdm(self.tensor_names, desc="loading inputs", unit="tensor", disable=not progress):
-                if not self._is_float[name]:
-                    self._base[name] = inputs.read(inputs.reference, name, self.device)
-                    continue
-                base_t = inputs.read(inputs.base, name, self.device) if inputs.base is not None else None
-                weights = [inputs.read(m, name, self.device) for m in inputs.models]
-                if keep == "float32":
-                    # the same float32 operations as the workspace path: identical task vectors
-                    base32 = (base_t.to(torch.float32) if base_t is not None
-                              else torch.zeros(weights[0].shape, device=self.device))
-                    self._base[name] = base32
-                    self._models[name] = [w.to(torch.float32, copy=True).sub_(base32) for w in weights]
-                else:
-                    if base_t is not None:
-                        self._base[name] = base_t
-                    self._models[name] = weights
-            floats = [inputs.reference.tensors[n] for n in self.tensor_names if self._is_float[n]]
-            max_numel = max((info.numel for info in floats), default=0)
-        # keep='float32' hands out the resident tensors themselves; 'native' converts into a workspace
-        self.workspace = Workspace(len(self.model_paths) + 1 if keep == "native" else 0, max_numel, self.device)
-
-    # TensorSource
-    def is_float(self, name: str) -> bool:
-        return self._is_float[name]
-
-    def operands(self, name):
-        if self.keep == "float32":
-            return self._base[name], self._models[name]
-        models = self._models[name]
-        rows = self.workspace.rows(models[0].numel())
-        if name in self._base:
-            rows[0].copy_(self._base[name].reshape(-1))
-        else:
-            rows[0].zero_()
-        for row, weights in zip(rows[1:], models):
-            row.copy_(weights.reshape(-1))
-        rows[1:].sub_(rows[:1])  # the same float32 operations as CheckpointSource: identical task vectors
-        return rows[0].view(models[0].shape), [row.view(models[0].shape) for row in rows[1:]]
-
-    def passthrough(self, name):
-        return self._base[name]
-
-    def resident_bytes(self) -> int:
-        tensors = list(self._base.values()) + [t for ts in self._models.values() for t in ts]
-        return sum(t.numel() * t.element_size() for t in tensors)
-
-    def _check(self, recipe: MergeRecipe) -> None:
-        base = _same_path_key(recipe.base) if recipe.base is not None else None
-        if base != self.base_path or [_same_path_key(m) for m in recipe.models] != self.model_paths:
-            raise RecipeError(
-                f"recipe inputs (base {recipe.base}, models {recipe.models}) differ from the resident ones "
-                f"(base {self.base_path}, models {self.model_paths}); build a ResidentMerger for those inputs"
-            )
-
-    def merge(self, recipe: MergeRecipe, dtype: str | None = None) -> Iterator[tuple[str, "torch.Tensor"]]:
-        """(name, merged tensor) in the output dtype (`dtype`, else the recipe's, else the inputs'), on the device."""
-        import torch
-
-        self._check(recipe)
-        out_dtype = dtype or recipe.dtype or self.dtype
-        if out_dtype not in OUTPUT_DTYPES:
-            raise RecipeError(f"output dtype {out_dtype!r}: use one of {', '.join(OUTPUT_DTYPES)}")
-        torch_dtype = getattr(torch, out_dtype)
-        for name, merged in _merged_tensors(self, recipe, self.overlap_cache):
-            yield name, merged.to(torch_dtype) if self._is_float[name] else merged
-
-    def merge_state_dict(self, recipe: MergeRecipe, dtype: str | None = None) -> dict[str, "torch.Tensor"]:
-        return dict(self.merge(recipe, dtype))
-
-    def merge_into(
-        self, recipe: MergeRecipe, module: "torch.nn.Module", name_map: Callable[[str], str | None] | None = None
-    ) -> None:
-        """Copy the merged weights into `module`'s parameters and buffers in place (cast to their dtype).
-
-        Checkpoint names are mapped to the module's state-dict names by `name_map`, by default the
-        same name or the name with/without the `model.` prefix. Every mapping and shape is checked
-        before the first copy.
-        """
-        import torch
-
-        self._check(recipe)
-        targets = module.state_dict(keep_vars=True)
-        mapping: dict[str, torch.Tensor] = {}
-        for name in self.tensor_names:
-            key = name_map(name) if name_map is not None else _default_module_key(name, targets)
-            if key is None or key not in targets:
-                raise CheckpointError(
-                    f"tensor '{name}' has no counterpart in the module ({type(module).__name__}); "
-                    "pass name_map= to merge_into to map checkpoint names to state-dict names"
-                )
-            target = targets[key]
-            shape = tuple(self._base[name].shape if name in self._base else self._models[name][0].shape)
-            if tuple(target.shape) != shape:
-                raise CheckpointError(
-                    f"module tensor '{key}' has shape {list(target.shape)} but checkpoint tensor '{name}' "
-                    f"has {list(shape)}"
-                )
-            mapping[name] = target
-        with torch.no_grad():
-            for name, merged in _merged_tensors(self, recipe, self.overlap_cache):
-                mapping[name].copy_(merged)
-
-
-def _default_module_key(name: str, targets: Mapping[str, object]) -> str | None:
-    for key in (name, name.removeprefix("model."), f"model.{name}"):
-        if key in targets:
-            return key
-    return None
-
-
-def _same_path_key(path: str | Path) -> str:
-    return str(Path(path).expanduser().resolve())
+        return ResidentMerger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,15 +10,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from evomerge.yamlio import read_yaml_file
+from evomerge.io.safetensors_format import OUTPUT_DTYPES, OutputDType  # noqa: F401 (re-exported)
+from evomerge.io.yaml_files import read_yaml_file
 from evomerge.errors import RecipeError, validation_problems
 
-DType = Literal["float32", "float16", "bfloat16"]
+DType = OutputDType  # the name this module has always used
 
 # Module types a user can name in an override, tested in this order (a Qwen3 `self_attn.q_norm`
 # is a norm, not an attention projection).

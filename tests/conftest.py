@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from evomerge.synthetic import build_tokenizer
+    from evomerge.tiny_checkpoints import build_tokenizer
 
     return build_tokenizer()
 
@@ -31,7 +31,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def tiny_family(tmp_path_factory, tokenizer):
     """{'base', 'coding', 'tool_use', 'memory'} -> Path: tiny Qwen2 checkpoints (fp32, hidden 64, 2 layers)."""
-    from evomerge.synthetic import build_tiny_family
+    from evomerge.tiny_checkpoints import build_tiny_family
 
     return build_tiny_family(tmp_path_factory.mktemp("tiny_qwen2"), tokenizer=tokenizer, seed=0)
 
@@ -39,7 +39,7 @@ def tiny_family(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="session")
 def tiny_family_llama(tmp_path_factory, tokenizer):
     """The same as tiny_family with a Llama architecture and bf16 weights."""
-    from evomerge.synthetic import build_tiny_family
+    from evomerge.tiny_checkpoints import build_tiny_family
 
     return build_tiny_family(tmp_path_factory.mktemp("tiny_llama"), arch="llama", dtype=torch.bfloat16,
                              tokenizer=tokenizer, seed=1)

@@ -1,4 +1,4 @@
-"""Checkpoint reading, validation and the atomic sharded writer (evomerge/checkpoint.py)."""
+"""Checkpoint reading, validation and the atomic sharded writer (evomerge/io/)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from evomerge.checkpoint import (
-    Checkpoint, CheckpointSet, PlannedTensor, ShardPlan, ShardWriter, parse_size, read_safetensors_header,
-    staged_output_dir,
-)
+from evomerge.io.atomic import staged_output_dir
+from evomerge.io.reader import Checkpoint, CheckpointSet
+from evomerge.io.safetensors_format import read_safetensors_header
+from evomerge.io.writer import PlannedTensor, ShardPlan, ShardWriter, parse_size
 from evomerge.errors import CheckpointError
 
 
@@ -207,7 +207,7 @@ def test_parse_size():
 @pytest.mark.parametrize("writeback_bytes", [None, 1])
 def test_shard_writer_streams_a_readable_sharded_checkpoint(tmp_path, monkeypatch, writeback_bytes):
     """Also with the early writeback asked for after every tensor (normally every 64 MiB)."""
-    import evomerge.checkpoint as checkpoint_module
+    import evomerge.io.writer as checkpoint_module
 
     kicks = []
     if writeback_bytes is not None:

@@ -13,7 +13,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from evomerge.cli import main
-from evomerge.engine import RECIPE_FILE, ResidentMerger
+from evomerge.io.provenance import RECIPE_FILE
+from evomerge.resident import ResidentMerger
 
 AGENTS = ("coding", "tool_use", "memory")
 

@@ -17,7 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from evomerge.engine import ResidentMerger, merge_to_disk, tensor_seed
+from evomerge.engine import merge_to_disk, tensor_seed
+from evomerge.resident import ResidentMerger
 from evomerge.errors import CheckpointError, RecipeError
 from evomerge.methods import registry
 from evomerge.methods.spec import MethodSpec, ParamSpec
@@ -265,7 +266,7 @@ def test_interrupted_merge_leaves_nothing(tiny_family, tmp_path, monkeypatch, ex
 def test_a_failed_write_on_the_writer_thread_stops_the_merge_and_leaves_nothing(tiny_family, tmp_path, monkeypatch):
     """Writes run on a helper thread behind the merge: a disk error there still surfaces as the merge's
     error, and the half-written output is removed."""
-    from evomerge.checkpoint import ShardWriter
+    from evomerge.io.writer import ShardWriter
 
     real_write, written = ShardWriter.write, []
 

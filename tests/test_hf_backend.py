@@ -129,7 +129,7 @@ def test_bad_swaps_are_rejected_before_copying(tiny_family):
 def test_tied_embeddings_take_either_name_but_not_two_values(tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from evomerge.synthetic import tiny_config
+    from evomerge.tiny_checkpoints import tiny_config
 
     config = tiny_config("llama", len(tokenizer))
     config.tie_word_embeddings = True
@@ -150,7 +150,7 @@ def test_loading_errors_name_the_directory(tmp_path, tokenizer):
         HFGenerator(tmp_path)
     from transformers import AutoModelForCausalLM
 
-    from evomerge.synthetic import tiny_config
+    from evomerge.tiny_checkpoints import tiny_config
 
     tok_dir = tmp_path / "tok"
     tokenizer.save_pretrained(tok_dir)

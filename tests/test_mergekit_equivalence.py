@@ -131,7 +131,7 @@ def test_linear_matches_mergekit(tiny_family, tmp_path):
 @pytest.fixture(scope="module")
 def far_apart_family(tmp_path_factory, tokenizer):
     """Two models whose tensors are far from collinear, so SLERP takes its spherical branch."""
-    from evomerge.synthetic import build_tiny_family
+    from evomerge.tiny_checkpoints import build_tiny_family
 
     return build_tiny_family(tmp_path_factory.mktemp("far"), agents=("other",), densities=(1.0,),
                              delta_std=0.05, tokenizer=tokenizer, seed=3)

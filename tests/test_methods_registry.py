@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -180,3 +181,37 @@ def test_global_overlap_spec_contract():
     out = get_method("ram_plus").merge(base, deltas, get_method("ram_plus").resolve({}, 2, "t"),
                                        TensorContext("x", 0, overlap))
     torch.testing.assert_close(out, run("ram", base, deltas))  # rho 0 everywhere -> lambda 1 -> RAM
+
+
+def test_register_refuses_a_second_method_under_a_taken_name():
+    """The table once silently kept the last of two same-named specs; mergekit's registry refuses them."""
+    from evomerge.methods.registry import register
+
+    table: dict = {}
+    first = get_method("ties")
+    assert register(first, table) is first and table == {"ties": first}
+    impostor = dataclasses.replace(get_method("dare_ties"), name="ties")
+    with pytest.raises(ValueError, match="merge method 'ties' is already registered"):
+        register(impostor, table)
+    assert table["ties"] is first  # the first registration stands
+    with pytest.raises(ValueError, match="'linear' is already registered"):
+        register(get_method("linear"))  # the global table too
+
+
+def test_family_factory_spells_each_member_from_pruning_and_sign_election():
+    """The six task-arithmetic relatives come from one factory; their parameters follow from how they prune."""
+    from evomerge.methods import task_arithmetic as ta
+
+    spec = ta.family_member("my_ties", ta.MAGNITUDE, sign_election=True, description="d", paper="p")
+    assert [p.name for p in spec.params] == ["weight", "density", "normalize", "rescale", "lambda"]
+    assert spec.merge.__name__ == "my_ties_merge" and not spec.randomized
+    dare = ta.family_member("my_dare", ta.RANDOM, sign_election=False, description="d", paper="p")
+    assert dare.randomized and dare.param("rescale").default is True and dare.param("rescale_mode")
+    with pytest.raises(ValueError, match="unknown pruning 'topk'"):
+        ta.family_member("x", "topk", sign_election=False, description="d", paper="p")
+    # a factory-made member merges exactly as the registered method with the same configuration
+    torch.manual_seed(0)
+    base, deltas = torch.randn(8, 8), [torch.randn(8, 8) for _ in range(3)]
+    params = get_method("ties").resolve({"density": 0.5, "weight": [0.3, 0.5, 0.9]}, 3, "test")
+    ctx = TensorContext(name="w", seed=1)
+    assert torch.equal(spec.merge(base, deltas, params, ctx), get_method("ties").merge(base, deltas, params, ctx))

@@ -20,7 +20,7 @@ LONG = "def add(a, b):\n    return a + b\n" * 30
 @pytest.fixture(scope="module")
 def other_model(tmp_path_factory, tokenizer):
     """A second tiny checkpoint with the same shapes but independent weights (its greedy text differs)."""
-    from evomerge.synthetic import build_tiny_family
+    from evomerge.tiny_checkpoints import build_tiny_family
 
     return build_tiny_family(tmp_path_factory.mktemp("tiny_other"), agents=(), densities=(), seed=7,
                              tokenizer=tokenizer)["base"]

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from evomerge.errors import EvaluationError
+from evomerge.io.atomic import write_text_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,12 +86,12 @@ def _run(args: argparse.Namespace) -> int:
                "split": args.split, "limit": args.limit, "seed": args.seed,
                "suites": {r.suite: _finite(r.to_dict()) for r in results}}
     if args.json_out:
-        _write_atomic(Path(args.json_out), json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+        write_text_atomic(Path(args.json_out), json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {args.json_out}")
     if args.jsonl_out:
         lines = [json.dumps(_finite({"suite": r.suite, **asdict(item)}), ensure_ascii=False)
                  for r in results for item in r.items]
-        _write_atomic(Path(args.jsonl_out), "".join(line + "\n" for line in lines))
+        write_text_atomic(Path(args.jsonl_out), "".join(line + "\n" for line in lines))
         print(f"wrote {args.jsonl_out} ({len(lines)} items)")
     return 0
 
@@ -156,12 +156,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from evomerge.io.safetensors_format import OUTPUT_DTYPES
+
 # run() returns only after the merged checkpoint's files are closed: the console script may skip Python's teardown
 EXIT_WITHOUT_TEARDOWN = True
 
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", help="output checkpoint directory (must not exist unless --overwrite)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available; default)")
     parser.add_argument("--shard-size", default="5GB", help="largest output shard, e.g. 5GB, 500MB, 2GiB (default 5GB)")
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+    parser.add_argument("--dtype", choices=OUTPUT_DTYPES, default=None,
                         help="output dtype (default: the recipe's, else the base's)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT_DIR if it exists (only once the merge succeeded)")

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from evomerge.errors import RecipeError
     from evomerge.mergekit_compat.importer import is_mergekit_config, load_mergekit_file
-    from evomerge.store import write_text_atomic
+    from evomerge.io.atomic import write_text_atomic
     from evomerge.yamlio import read_yaml_file
 
     src, dst = Path(args.src), Path(args.dst)

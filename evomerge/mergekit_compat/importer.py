@@ -118,7 +118,7 @@ def load_mergekit_file(path: str | Path) -> MergeRecipe:
 
 def load_recipe_or_mergekit(path: str | Path) -> MergeRecipe:
     """What `evomerge merge` reads: a mergekit YAML, an evomerge recipe or a merge_recipe.yaml."""
-    from evomerge.engine import load_recipe_file
+    from evomerge.io.provenance import load_recipe_file
     from evomerge.yamlio import load_yaml
 
     try:

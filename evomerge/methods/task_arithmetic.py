@@ -119,30 +119,6 @@ def combine(
     return mixed.add_(base)
 
 
-def task_arithmetic_merge(base, deltas, params, ctx):
-    return combine(base, deltas, params, ctx, NO_PRUNING, sign_election=False)
-
-
-def ties_merge(base, deltas, params, ctx):
-    return combine(base, deltas, params, ctx, MAGNITUDE, sign_election=True)
-
-
-def dare_linear_merge(base, deltas, params, ctx):
-    return combine(base, deltas, params, ctx, RANDOM, sign_election=False)
-
-
-def dare_ties_merge(base, deltas, params, ctx):
-    return combine(base, deltas, params, ctx, RANDOM, sign_election=True)
-
-
-def breadcrumbs_merge(base, deltas, params, ctx):
-    return combine(base, deltas, params, ctx, OUTLIERS, sign_election=False)
-
-
-def breadcrumbs_ties_merge(base, deltas, params, ctx):
-    return combine(base, deltas, params, ctx, OUTLIERS, sign_election=True)
-
-
 def _flag(name: str, default: bool, description: str) -> ParamSpec:
     return ParamSpec(name, default, description, choices=(True, False))
 
@@ -178,59 +154,67 @@ def _rescale_flag(default: bool, random: bool) -> ParamSpec:
                  "rescale the kept entries so each pruned task vector keeps its L1 norm (as mergekit)")
 
 
-TASK_ARITHMETIC = MethodSpec(
-    name="task_arithmetic",
+# Parameters of each pruning, between the weights and `normalize` (the order the method table shows).
+_PRUNING_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
+    NO_PRUNING: (), MAGNITUDE: (DENSITY_TOPK,), RANDOM: (DENSITY_RANDOM,), OUTLIERS: (DENSITY_BAND, GAMMA),
+}
+
+
+def family_member(
+    name: str, pruning: str, sign_election: bool, description: str, paper: str, normalize: bool = False,
+) -> MethodSpec:
+    """One method of the family (as mergekit's GeneralizedTaskArithmeticMerge is configured by a
+    sparsification and a consensus method): its parameters and merge function follow from how it
+    prunes and whether it elects signs. `normalize` is the default of its `normalize` flag."""
+    if pruning not in _PRUNING_PARAMS:
+        raise ValueError(f"family_member {name!r}: unknown pruning {pruning!r}; use one of {list(_PRUNING_PARAMS)}")
+    random = pruning == RANDOM
+    params = [WEIGHT, *_PRUNING_PARAMS[pruning], _normalize(normalize, sign_election)]
+    if pruning != NO_PRUNING:
+        params.append(_rescale_flag(random, random))  # DARE rescales by default, the others do not
+    if random:
+        params.append(RESCALE_MODE)
+    params.append(LAMBDA)
+
+    def merge(base, deltas, params, ctx):
+        return combine(base, deltas, params, ctx, pruning, sign_election)
+
+    merge.__name__ = merge.__qualname__ = f"{name}_merge"
+    return MethodSpec(name=name, description=description, merge=merge, params=tuple(params), randomized=random,
+                      mergekit_name=name, paper=paper)
+
+
+_DARE_PAPER = "Yu et al. 2024, 'Language Models are Super Mario' (DARE), arXiv 2311.03099"
+_BREADCRUMBS_PAPER = "Davari & Belilovsky 2024, 'Model Breadcrumbs', arXiv 2312.06795"
+
+TASK_ARITHMETIC = family_member(
+    "task_arithmetic", NO_PRUNING, sign_election=False,
     description="base + lambda * sum_t weight_t * tau_t (optionally divided by the weight sum)",
-    merge=task_arithmetic_merge,
-    params=(WEIGHT, _normalize(False, False), LAMBDA),
-    mergekit_name="task_arithmetic",
     paper="Ilharco et al. 2023, 'Editing Models with Task Arithmetic', arXiv 2212.04089",
 )
-
-TIES = MethodSpec(
-    name="ties",
+TIES = family_member(
+    "ties", MAGNITUDE, sign_election=True, normalize=True,
     description="TIES: keep each task vector's top-density magnitudes, elect a sign per entry from the weighted "
                 "sum, add only agreeing entries (disjoint mean when normalize)",
-    merge=ties_merge,
-    params=(WEIGHT, DENSITY_TOPK, _normalize(True, True), _rescale_flag(False, False), LAMBDA),
-    mergekit_name="ties",
     paper="Yadav et al. 2023, 'TIES-Merging', arXiv 2306.01708",
 )
-
-DARE_LINEAR = MethodSpec(
-    name="dare_linear",
+DARE_LINEAR = family_member(
+    "dare_linear", RANDOM, sign_election=False,
     description="DARE + task arithmetic: drop entries at random (keep probability = density), rescale, weighted sum",
-    merge=dare_linear_merge,
-    params=(WEIGHT, DENSITY_RANDOM, _normalize(False, False), _rescale_flag(True, True), RESCALE_MODE, LAMBDA),
-    randomized=True,
-    mergekit_name="dare_linear",
-    paper="Yu et al. 2024, 'Language Models are Super Mario' (DARE), arXiv 2311.03099",
+    paper=_DARE_PAPER,
 )
-
-DARE_TIES = MethodSpec(
-    name="dare_ties",
+DARE_TIES = family_member(
+    "dare_ties", RANDOM, sign_election=True,
     description="DARE + TIES: drop entries at random (keep probability = density), rescale, TIES sign election",
-    merge=dare_ties_merge,
-    params=(WEIGHT, DENSITY_RANDOM, _normalize(False, True), _rescale_flag(True, True), RESCALE_MODE, LAMBDA),
-    randomized=True,
-    mergekit_name="dare_ties",
-    paper="Yu et al. 2024, 'Language Models are Super Mario' (DARE), arXiv 2311.03099",
+    paper=_DARE_PAPER,
 )
-
-BREADCRUMBS = MethodSpec(
-    name="breadcrumbs",
+BREADCRUMBS = family_member(
+    "breadcrumbs", OUTLIERS, sign_election=False,
     description="Model Breadcrumbs: drop each task vector's largest (gamma) and smallest magnitudes, weighted sum",
-    merge=breadcrumbs_merge,
-    params=(WEIGHT, DENSITY_BAND, GAMMA, _normalize(False, False), _rescale_flag(False, False), LAMBDA),
-    mergekit_name="breadcrumbs",
-    paper="Davari & Belilovsky 2024, 'Model Breadcrumbs', arXiv 2312.06795",
+    paper=_BREADCRUMBS_PAPER,
 )
-
-BREADCRUMBS_TIES = MethodSpec(
-    name="breadcrumbs_ties",
+BREADCRUMBS_TIES = family_member(
+    "breadcrumbs_ties", OUTLIERS, sign_election=True,
     description="Model Breadcrumbs pruning followed by TIES sign election",
-    merge=breadcrumbs_ties_merge,
-    params=(WEIGHT, DENSITY_BAND, GAMMA, _normalize(False, True), _rescale_flag(False, False), LAMBDA),
-    mergekit_name="breadcrumbs_ties",
-    paper="Davari & Belilovsky 2024, 'Model Breadcrumbs', arXiv 2312.06795",
+    paper=_BREADCRUMBS_PAPER,
 )
