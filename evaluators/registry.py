@@ -77,13 +77,17 @@ def parse_suite_config(name: str, raw: Any, source: str = "suite configuration")
 
 def scoring_of(config: SuiteConfig) -> str:
     """The scoring rule a suite configuration selects ("" for suites with one rule), without building the suite:
-    what reports and tables print next to a score (tool_use: lenient | bfcl; memory: sub_em | ruler_exact).
+    what reports and tables print next to a score (tool_use: its rule and prompt, e.g. "bfcl (prompt: bfcl)";
+    memory: sub_em | ruler_exact).
 
     Read from the options as written, else the suite's default; the suite itself validates the value. A kind
     outside the registry (a suite passed in by a program) has no known rule: ""."""
     if config.kind not in SUITES:
         return ""
-    options_model = getattr(suite_class(config.kind), "options_model", None)
+    cls = suite_class(config.kind)
+    if hasattr(cls, "scoring_of_options"):  # a suite whose label names more than the rule (tool_use: the prompt)
+        return str(cls.scoring_of_options(config.options))
+    options_model = getattr(cls, "options_model", None)
     field = options_model.model_fields.get("scoring") if options_model is not None else None
     if field is None:
         return ""

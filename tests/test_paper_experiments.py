@@ -45,18 +45,18 @@ def test_each_paper_experiment_validates_on_both_model_sets(name, monkeypatch):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_the_paper_model_set_scores_with_the_references_rules(name):
-    """BFCL columns with bfcl-eval's verdicts, memory columns with RULER's substring match; the toy set keeps
+    """BFCL columns with bfcl-eval's prompt and verdicts, memory columns with RULER's substring match; the toy set keeps
     the lenient / sub_em defaults its tiny agents were trained and measured with."""
     from evaluators.registry import build_suite
 
     paper = load_sweep_experiment(PAPER / f"{name}.yaml", model_set="paper", paths=PAPER_PATHS)
     scorings = {o: build_suite(obj.suite, name=o).scoring for o, obj in paper.objectives.items()}
     kinds = {o: obj.suite.kind for o, obj in paper.objectives.items()}
-    assert {scorings[o] for o in scorings if kinds[o] == "tool_use"} == {"bfcl"}
+    assert {scorings[o] for o in scorings if kinds[o] == "tool_use"} == {"bfcl (prompt: bfcl)"}
     assert {scorings[o] for o in scorings if kinds[o] == "memory"} == {"ruler_exact"}
     toy = load_sweep_experiment(PAPER / f"{name}.yaml")
     toy_scorings = {obj.suite.kind: build_suite(obj.suite, name=o).scoring for o, obj in toy.objectives.items()}
-    assert toy_scorings["tool_use"] == "lenient" and toy_scorings["memory"] == "sub_em"
+    assert toy_scorings["tool_use"] == "lenient (prompt: suite)" and toy_scorings["memory"] == "sub_em"
 
 
 def test_the_grids_are_the_papers():
@@ -95,7 +95,7 @@ def reduced_run(name, family, out, *extra):
     with open(out / "table.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert (out / "table.md").is_file() and (out / "grid.csv").is_file()
-    assert "Scoring: tool_use `lenient`, memory `sub_em`." in (out / "table.md").read_text()
+    assert "Scoring: tool_use `lenient (prompt: suite)`, memory `sub_em`." in (out / "table.md").read_text()
     assert all(r["failure"] == "" for r in rows), [r["failure"] for r in rows]
     return rows
 

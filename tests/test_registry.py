@@ -77,8 +77,10 @@ def test_build_backend_passes_only_the_options_a_backend_takes(monkeypatch):
 
 def test_scoring_of_names_the_rule_a_configuration_selects():
     parse = registry.parse_suite_config
-    assert registry.scoring_of(parse("tool_use", None)) == "lenient"
-    assert registry.scoring_of(parse("tool_use", {"options": {"scoring": "bfcl"}})) == "bfcl"
+    assert registry.scoring_of(parse("tool_use", None)) == "lenient (prompt: suite)"
+    assert registry.scoring_of(parse("tool_use", {"options": {"scoring": "bfcl"}})) == "bfcl (prompt: suite)"
+    assert registry.scoring_of(parse("tool_use", {"options": {"scoring": "bfcl", "prompt": "bfcl"}})) == \
+        "bfcl (prompt: bfcl)"
     assert registry.scoring_of(parse("memory", None)) == "sub_em"
     assert registry.scoring_of(parse("memory", {"options": {"scoring": "ruler_exact"}})) == "ruler_exact"
     assert registry.scoring_of(parse("coding", None)) == ""  # one rule only

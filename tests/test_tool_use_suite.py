@@ -93,7 +93,8 @@ def test_evaluate_a_user_jsonl_file_with_replayed_completions(tmp_path):
     assert by_id["simple_1"].prompt[0]["role"] == "system"
     assert result.metrics == {"lenient_acc/irrelevance": 1.0, "lenient_acc/multiple": 0.0, "lenient_acc/parallel": 1.0,
                               "lenient_acc/simple_python": 1.0}
-    assert result.scoring == "lenient" and result.to_dict()["scoring"] == "lenient"
+    assert result.scoring == "lenient (prompt: suite)" and result.to_dict()["scoring"] == "lenient (prompt: suite)"
+    assert all(r.extra["prompt"] == "suite" for r in result.items)
     assert [r.id for r in suite.evaluate(replay, split="test").items] == ["parallel_multiple_1"]
 
 
@@ -106,7 +107,7 @@ def test_bfcl_scoring_is_selected_by_the_option_and_named_in_the_result(tmp_path
                               "parallel_1": "[get_weather(city='Rome'), get_weather(city='Paris')]",
                               "irrelevance_1": "Calling set_timer() would not help."})
     result = suite.evaluate(replay, split="search")
-    assert result.scoring == "bfcl"
+    assert result.scoring == "bfcl (prompt: suite)"
     assert result.metrics == {"bfcl_acc/irrelevance": 1.0, "bfcl_acc/parallel": 1.0, "bfcl_acc/simple_python": 0.0}
     assert all(r.extra["scoring"] == "bfcl" for r in result.items)
     lenient = build_suite({"kind": "tool_use", "data": str(data)}).evaluate(replay, split="search")

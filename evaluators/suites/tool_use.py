@@ -1,22 +1,31 @@
 """The `tool_use` suite: BFCL-style function calling, scored by matching the calls against possible answers.
 
-The prompt is chat: a system message with the instructions and the tool schemas (JSON, as BFCL ships
-them), then the item's own messages. The model answers with calls in Python syntax (the default,
-BFCL's prompting format) or JSON (`options.format: json`).
+Two prompts (`options.prompt`):
+- `suite` (the default): a system message with short instructions and the tool schemas (one JSON line each),
+  then the item's own messages. The model answers with calls in Python syntax (the default, BFCL's prompting
+  format) or JSON (`options.format: json`).
+- `bfcl`: the prompt bfcl-eval 2026.3.23 gives a prompting model (`bfcl_prompt`): its default system prompt
+  with the function docs as indented JSON (each description with its Python hint), merged into the item's own
+  system message or put before the item's messages. With `chat: false` the text is the ChatML bfcl-eval's Qwen
+  handler sends. With `scoring: bfcl` this is BFCL's protocol end to end, comparable with the leaderboard.
 
-Two scorings (`options.scoring`), named in every result (`SuiteResult.scoring`, the metric names
-`<scoring>_acc/<category>` and each item's `extra["scoring"]`):
+Two scorings (`options.scoring`), named in every result (`SuiteResult.scoring` with the prompt, the metric
+names `<scoring>_acc/<category>` and each item's `extra["scoring"]`):
 - `lenient` (the default, for tiny models): both call forms are read, also inside code fences, after prose or
   `<think>`, one per line (`function_calls.parse_calls`), and matched by `call_matching.match_calls`
   (`a_b` for `a.b`, any order, best assignment). Irrelevance items pass when the reply is no call - a refusal
   that merely mentions a function ("calling get_weather() would not help") is not a call; relevance items pass
   when the reply is a call (the whole reply, a fenced block or a `<tool_call>` tag) - a prose reply is not.
-- `bfcl`: bfcl-eval 2026.3.23's verdicts (`bfcl_scoring`): its prompting decoder and AST checker, comparable
-  with the BFCL leaderboard. Needs `format: python` (the only syntax its decoder reads).
+- `bfcl`: bfcl-eval 2026.3.23's verdicts (`bfcl_scoring`): its prompting decoder and AST checker; with
+  `prompt: bfcl`, comparable with the BFCL leaderboard. Needs `format: python` (the only syntax its decoder reads).
+
+The prompt is named next to the scoring: `SuiteResult.scoring` reads `bfcl (prompt: bfcl)`, `lenient (prompt:
+suite)`, ... (`scoring_label`), and each item's `extra["prompt"]` is the prompt, as `extra["scoring"]` is the rule.
 
 Options (`options:` in the suite's YAML):
 - `categories`: BFCL categories or groups (`non_live` (default), `live`, `all`; `simple` = `simple_python`);
-- `format`: `python` | `json` - the call syntax the prompt asks for;
+- `format`: `python` | `json` - the call syntax the suite's prompt asks for (`prompt: bfcl` asks for Python);
+- `prompt`: `suite` | `bfcl`;
 - `scoring`: `lenient` | `bfcl`.
 """
 
@@ -30,11 +39,12 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from evaluators.protocol import ItemResult, Prompt, Request
 from evaluators.suites.base import ItemSuite, SuiteConfig
 from evaluators.suites.bfcl_data import expected_behaviour, load_tool_items, normalize_item, resolve_categories
+from evaluators.suites.bfcl_prompt import bfcl_messages, chatml
 from evaluators.suites.bfcl_scoring import bfcl_verdict
 from evaluators.suites.call_matching import match_calls
 from evaluators.suites.function_calls import CallParseError, parse_calls, safe_repr
 
-__all__ = ["ToolUseOptions", "ToolUseSuite", "build_prompt", "score_completion"]
+__all__ = ["ToolUseOptions", "ToolUseSuite", "build_prompt", "score_completion", "scoring_label"]
 
 _FORMAT_INSTRUCTIONS = {
     "python": ("Reply with the calls only, as a Python list: [function_name(param=value, ...), ...]. "
@@ -48,6 +58,9 @@ class ToolUseOptions(BaseModel):
 
     categories: list[str] | str | None = None
     format: Literal["python", "json"] = "python"
+    # Not implied by `scoring: bfcl`: a configuration written before this option keeps the prompt it was scored
+    # (and cached) with; the label in every result names both, so a suite-prompt number cannot pass for BFCL's.
+    prompt: Literal["suite", "bfcl"] = "suite"
     scoring: Literal["lenient", "bfcl"] = "lenient"
 
     @model_validator(mode="after")
@@ -55,11 +68,25 @@ class ToolUseOptions(BaseModel):
         if self.scoring == "bfcl" and self.format != "python":
             raise ValueError("scoring: bfcl reads Python call syntax only (bfcl-eval's prompting decoder); "
                              "use format: python, or scoring: lenient with format: json")
+        if self.prompt == "bfcl" and self.format != "python":
+            raise ValueError("prompt: bfcl asks for Python calls (bfcl-eval's prompt); format: json needs prompt: suite")
         return self
 
 
-def build_prompt(item: Mapping[str, Any], call_format: str = "python", chat: bool = True) -> Prompt:
-    """The system message (instructions + tool schemas, merged with the item's own system message) and the item's turns."""
+def scoring_label(scoring: str, prompt: str) -> str:
+    """What a result says produced it: the scoring rule and the prompt, e.g. 'bfcl (prompt: bfcl)'."""
+    return f"{scoring} (prompt: {prompt})"
+
+
+def build_prompt(item: Mapping[str, Any], call_format: str = "python", chat: bool = True,
+                 prompt: str = "suite") -> Prompt:
+    """The item's prompt: bfcl-eval's (`prompt="bfcl"`: `bfcl_prompt`) or the suite's own - the system message
+    (instructions + tool schemas, merged with the item's own system message) and the item's turns."""
+    if prompt == "bfcl":
+        messages = bfcl_messages(item)
+        return messages if chat else chatml(messages)
+    if prompt != "suite":
+        raise ValueError(f"unknown tool_use prompt {prompt!r}; use 'suite' or 'bfcl'")
     schemas = "\n".join(json.dumps(f, ensure_ascii=False) for f in item["function"])
     system = ("You can call the functions described below. Answer the user's request by calling one or more of them. "
               f"{_FORMAT_INSTRUCTIONS[call_format]} If no function fits the request, reply with [].\n\n"
@@ -134,15 +161,16 @@ class ToolUseSuite(ItemSuite):
         return self._items
 
     def request(self, item: Mapping[str, Any]) -> Request:
-        return Request(item["id"], build_prompt(item, self.options.format, self.config.chat))
+        return Request(item["id"], build_prompt(item, self.options.format, self.config.chat, self.options.prompt))
 
     def score(self, item: Mapping[str, Any], completions: Sequence[str]) -> ItemResult:
         """The first completion decides pass/fail; with several samples the score is the share that pass."""
         if not completions:
             return ItemResult(str(item["id"]), 0.0, False, "the generator returned no completion")
-        results = [score_completion(item, c, self.scoring) for c in completions]
+        results = [score_completion(item, c, self.options.scoring) for c in completions]
         first = results[0]
         first.prompt = self.request(item).prompt
+        first.extra["prompt"] = self.options.prompt
         if len(results) > 1:
             sample_scores = [r.score for r in results]
             first.score = sum(sample_scores) / len(sample_scores)
@@ -152,12 +180,19 @@ class ToolUseSuite(ItemSuite):
 
     @property
     def scoring(self) -> str:
-        return self.options.scoring
+        return scoring_label(self.options.scoring, self.options.prompt)
+
+    @classmethod
+    def scoring_of_options(cls, options: Mapping[str, Any]) -> str:
+        """The label `scoring` gives, from a configuration's options as written (registry.scoring_of)."""
+        fields = cls.options_model.model_fields
+        return scoring_label(str(options.get("scoring", fields["scoring"].default)),
+                             str(options.get("prompt", fields["prompt"].default)))
 
     def summary(self, results: Sequence[ItemResult]) -> dict[str, float]:
-        """Accuracy per BFCL category, named after the scoring: `bfcl_acc/parallel`, `lenient_acc/simple_python`."""
+        """Accuracy per BFCL category, named after the scoring rule: `bfcl_acc/parallel`, `lenient_acc/simple_python`."""
         by_category: dict[str, list[float]] = {}
         for result in results:
-            name = f"{self.scoring}_acc/{result.extra.get('category', '?')}"
+            name = f"{self.options.scoring}_acc/{result.extra.get('category', '?')}"
             by_category.setdefault(name, []).append(result.score)
         return {name: sum(v) / len(v) for name, v in sorted(by_category.items())}
