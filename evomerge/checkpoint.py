@@ -18,7 +18,6 @@ into its file: no shard is ever buffered in memory.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -28,12 +27,12 @@ import re
 import shutil
 import struct
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Mapping, Sequence
 
 from evomerge.errors import CheckpointError
+from evomerge.staging import staged_output_dir  # noqa: F401  (writers import it from here)
 
 if TYPE_CHECKING:  # torch is imported lazily so `import evomerge.checkpoint` stays cheap
     import torch
@@ -603,33 +602,3 @@ def copy_side_files(source: Path, dest: Path) -> list[str]:
                 shutil.copy2(f, dest / f.name)
                 copied.append(f.name)
     return copied
-
-
-@contextlib.contextmanager
-def staged_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `out_dir`; rename it to `out_dir` only if the block succeeds.
-
-    Any exception (Ctrl-C included) removes the temporary directory, so a failed run leaves no
-    output directory and no debris. With `overwrite`, an existing `out_dir` is replaced only at
-    the very end.
-    """
-    out_dir = Path(out_dir).expanduser()
-    if out_dir.exists() and not overwrite:
-        raise CheckpointError(f"{out_dir}: already exists; choose another directory or pass --overwrite")
-    parent = out_dir.parent
-    if not parent.is_dir():
-        raise CheckpointError(f"{parent}: the parent directory of the output does not exist")
-    staging = parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        yield staging
-        if out_dir.exists():
-            trash = parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            out_dir.rename(trash)
-            staging.rename(out_dir)
-            shutil.rmtree(trash) if trash.is_dir() else trash.unlink()
-        else:
-            staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

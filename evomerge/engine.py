@@ -29,6 +29,7 @@ from evomerge.checkpoint import (
 )
 from evomerge.errors import CheckpointError, EvomergeError, RecipeError
 from evomerge.recipe import MergeRecipe, MergeRule
+from evomerge.staging import refuse_output_over_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -317,6 +318,7 @@ def merge_to_disk(
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir).expanduser()
+    refuse_output_over_inputs(out_dir, [recipe.base, *recipe.models])  # before --overwrite could replace one
     if out_dir.exists() and not overwrite:
         raise CheckpointError(f"{out_dir}: already exists; choose another directory or pass --overwrite")
     max_shard = parse_size(shard_size)
