@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 
+from evaluators.progress import progress_allowed, quiet_libraries
 from evomerge import __version__
 from evomerge.errors import EvomergeError
 from evomerge.exit_status import EPILOG, FAILED, INTERRUPTED, USAGE, error_line, verbosity_parent
@@ -61,8 +62,11 @@ def _dispatch(argv: list[str] | None) -> tuple[int, object | None]:
     if args.command is None:
         parser.print_help()
         return USAGE, None
+    if getattr(args, "no_progress", True) is False and not progress_allowed():
+        args.no_progress = True  # stderr is no terminal, or TQDM_DISABLE is set
     try:
-        return int(args._module.run(args) or 0), args._module
+        with quiet_libraries(enabled_bars=not getattr(args, "no_progress", False)):
+            return int(args._module.run(args) or 0), args._module
     except EvomergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return FAILED, args._module
