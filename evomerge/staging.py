@@ -115,11 +115,15 @@ def _locked(folder: Path, wait: bool) -> Iterator[bool]:
         os.close(fd)
 
 
+# errors of a write() that does not say which file: the disk or quota is full, the file-size limit is hit
+_UNNAMED_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
 def _about_output(exc: OSError, *paths: Path) -> bool:
-    """Whether an OSError came from writing the output: it names a file under one of `paths`, or no
-    file at all (a write() that fails with ENOSPC or EFBIG does not say which file)."""
+    """Whether an OSError came from writing the output: it names a file under one of `paths`, or it names
+    no file and is one of the errors only a write gives (a failed read of an input is not the output's)."""
     if exc.filename is None:
-        return True
+        return exc.errno in _UNNAMED_WRITE_ERRORS
     name = Path(os.fsdecode(exc.filename)).expanduser().absolute()
     return any(name == p.absolute() or p.absolute() in name.parents for p in paths)
 

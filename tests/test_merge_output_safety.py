@@ -189,6 +189,24 @@ def test_a_live_staging_directory_is_locked(tmp_path):
 # -- file system failures: one line naming the output, nothing left behind -------------------------------
 
 
+@pytest.mark.parametrize("error, converted", [
+    (OSError(28, "No space left on device"), True),  # a write() names no file
+    (OSError(27, "File too large"), True),
+    (OSError(5, "Input/output error"), False),  # e.g. reading an input: not the output's fault
+    (PermissionError(13, "Permission denied", "/elsewhere/input.safetensors"), False),
+])
+def test_only_errors_of_writing_the_output_are_reported_as_such(tmp_path, error, converted):
+    from evomerge.errors import CheckpointError
+    from evomerge.staging import staged_output_dir
+
+    with pytest.raises(CheckpointError if converted else type(error)) as raised:
+        with staged_output_dir(tmp_path / "out"):
+            raise error
+    if converted:
+        assert str(raised.value).startswith(f"{tmp_path / 'out'}: could not write the output: ")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _model_bytes(family) -> int:
     return sum(p.stat().st_size for p in family["base"].glob("*.safetensors"))
 
