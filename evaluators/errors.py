@@ -1,6 +1,6 @@
 """Errors a user can act on, raised by the evaluators package (which must not import evomerge).
 
-The `evomerge` command turns them into its own error type, so they print without a traceback (exit 2).
+The `evomerge` command turns them into its own error type, so they print without a traceback (exit 1).
 Each message names the file, suite, request id or tensor at fault and what to do.
 """
 

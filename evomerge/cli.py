@@ -11,8 +11,10 @@ import logging
 import os
 import sys
 
+from evaluators.progress import progress_allowed, quiet_libraries
 from evomerge import __version__
 from evomerge.errors import EvomergeError
+from evomerge.exit_status import EPILOG, FAILED, INTERRUPTED, USAGE, error_line, verbosity_parent
 
 # name -> (module under evomerge.commands, one-line help). An explicit table, no import magic.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evomerge",
         description="Merge RL-trained LLM agents (RAM, RAM+, TIES, DARE, ...) and search for the best merge.",
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"evomerge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -39,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(f"evomerge.commands.{module}")
         p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           parents=[verbosity_parent()], epilog=EPILOG)
         mod.add_arguments(p)
         p.set_defaults(_module=mod)
     return parser
@@ -59,15 +63,21 @@ def _dispatch(argv: list[str] | None) -> tuple[int, object | None]:
     )
     if args.command is None:
         parser.print_help()
-        return 2, None
+        return USAGE, None
+    if getattr(args, "no_progress", True) is False and not progress_allowed():
+        args.no_progress = True  # stderr is no terminal, or TQDM_DISABLE is set
     try:
-        return int(args._module.run(args) or 0), args._module
+        with quiet_libraries(enabled_bars=not getattr(args, "no_progress", False)):
+            return int(args._module.run(args) or 0), args._module
     except EvomergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2, args._module
+        return FAILED, args._module
+    except OSError as exc:  # a read-only folder, a full disk, a missing file: the path and the reason
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        return FAILED, args._module
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130, args._module
+        return INTERRUPTED, args._module
 
 
 def console_main() -> None:

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from evomerge.errors import CheckpointError, EvomergeError, RecipeError
-from evomerge.io.atomic import staged_output_dir
+from evomerge.io.staging import staged_output_dir
 from evomerge.io.provenance import RECIPE_FILE, load_recipe_file, write_merge_metadata  # noqa: F401 (re-exported)
 from evomerge.io.reader import CheckpointSet, check_finite
 from evomerge.io.safetensors_format import OUTPUT_DTYPES
 from evomerge.io.writer import PlannedTensor, ShardPlan, ShardWriter, parse_size
 from evomerge.recipe import MergeRecipe, MergeRule
+from evomerge.io.staging import refuse_output_over_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -319,6 +320,7 @@ def merge_to_disk(
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir).expanduser()
+    refuse_output_over_inputs(out_dir, [recipe.base, *recipe.models])  # before --overwrite could replace one
     if out_dir.exists() and not overwrite:
         raise CheckpointError(f"{out_dir}: already exists; choose another directory or pass --overwrite")
     max_shard = parse_size(shard_size)

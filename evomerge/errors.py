@@ -2,7 +2,7 @@
 
 
 class EvomergeError(Exception):
-    """Base class: the CLI prints these without a traceback and exits with status 2."""
+    """Base class: the CLI prints these without a traceback and exits with status 1 (see exit_status)."""
 
 
 class RecipeError(EvomergeError):

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evomerge.bundled import bundled_dir
 from evomerge.yamlio import read_yaml_file
 from evomerge.errors import RecipeError, SearchSpaceError, validation_problems
 from evomerge.recipe import MergeRecipe, Override
@@ -90,8 +90,8 @@ class SearchSpaceSpec(BaseModel):
 
 
 def bundled_spaces_dir() -> Path:
-    """The repository's search_spaces/ folder (next to the evomerge package)."""
-    return Path(str(resources.files("evomerge"))).parent / "search_spaces"
+    """The bundled search spaces: inside the installed package, or the checkout's search_spaces/."""
+    return bundled_dir("search_spaces")
 
 
 def list_bundled_spaces() -> list[str]:

@@ -30,6 +30,7 @@ import yaml
 
 from evomerge.yamlio import load_yaml
 from evomerge.errors import ExperimentError
+from evomerge.storage_checks import check_run_dir, check_sqlite_file
 
 if TYPE_CHECKING:
     import optuna
@@ -83,6 +84,9 @@ class RunStore:
     def __init__(self, run_dir: str | Path, storage: str | None = None):
         self.dir = Path(run_dir)
         self.storage_url = storage or f"sqlite:///{(self.dir / 'study.db').resolve()}"
+        check_run_dir(self.dir)  # before anything is created or opened: one error naming the path
+        if self.storage_url.startswith("sqlite:///"):
+            check_sqlite_file(self.storage_url[len("sqlite:///"):])
 
     # -- paths -----------------------------------------------------------------------------------
     @property

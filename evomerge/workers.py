@@ -88,7 +88,7 @@ def default_generator_factory(model_dir: str, device: str, settings: Mapping[str
 
     backend = settings.get("backend", "hf")
     options = dict(settings.get("options") or {})
-    if backend == "hf":
+    if backend in ("hf", "vllm"):
         options.setdefault("progress", False)  # the search's own bar counts candidates; one bar per generate is noise
     return build_backend(backend, model_dir, device=device, dtype=settings.get("dtype"), **options)
 

@@ -124,8 +124,8 @@ def test_format_report_marks_undefined_rho(hand_built):
 
 def test_cli_errors_are_clean(hand_built, tiny_family, tmp_path, capsys):
     base, *agents = hand_built
-    assert main(["analyze", "--base", str(base), "--models", str(tiny_family["coding"]), "--no-progress"]) == 2
+    assert main(["analyze", "--base", str(base), "--models", str(tiny_family["coding"]), "--no-progress"]) == 1
     assert "error: " in capsys.readouterr().err
     assert main(["analyze", "--base", str(base), "--models", str(agents[0]), "--json",
-                 str(tmp_path / "no" / "dir" / "x.json"), "--no-progress"]) == 2
+                 str(tmp_path / "no" / "dir" / "x.json"), "--no-progress"]) == 1
     assert "does not exist" in capsys.readouterr().err

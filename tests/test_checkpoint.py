@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from evomerge.io.atomic import staged_output_dir
+from evomerge.io.staging import staged_output_dir
 from evomerge.io.reader import Checkpoint, CheckpointSet
 from evomerge.io.safetensors_format import read_safetensors_header
 from evomerge.io.writer import PlannedTensor, ShardPlan, ShardWriter, parse_size

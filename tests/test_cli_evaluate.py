@@ -1,4 +1,4 @@
-"""`evomerge evaluate`: replayed and generated runs write results; user errors exit 2 with a message."""
+"""`evomerge evaluate`: replayed and generated runs write results; user errors exit 1 with a message."""
 
 from __future__ import annotations
 
@@ -60,19 +60,19 @@ def test_generates_with_the_hf_backend(tiny_family, tmp_path, capsys):
     (["--data", "DATA", "--completions", "PARTIAL"], "no completion for 1 request(s): 'HumanEval/4'"),
     (["--limit", "0"], "--limit must be >= 1"),
 ])
-def test_user_errors_exit_2_with_a_message(tiny_family, problems, tmp_path, capsys, extra, message):
+def test_user_errors_exit_1_with_a_message(tiny_family, problems, tmp_path, capsys, extra, message):
     data, samples = problems
     partial = tmp_path / "partial.jsonl"
     partial.write_text(samples.read_text().splitlines()[0] + "\n")
     paths = {"DATA": str(data), "MISSING": str(tmp_path / "nope.jsonl"), "PARTIAL": str(partial)}
     argv = ["evaluate", str(tiny_family["base"])] + [paths.get(a, a) for a in extra]
     out_json = tmp_path / "never.json"
-    assert main(argv + ["--json", str(out_json)]) == 2
+    assert main(argv + ["--json", str(out_json)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message.replace("MISSING", paths["MISSING"]) in err
     assert not out_json.exists()
 
 
-def test_missing_model_dir_exits_2(tmp_path, capsys):
-    assert main(["evaluate", str(tmp_path / "nothing"), "--suite", "coding"]) == 2
+def test_missing_model_dir_exits_1(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing"), "--suite", "coding"]) == 1
     assert "model directory" in capsys.readouterr().err

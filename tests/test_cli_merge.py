@@ -1,5 +1,5 @@
 """`evomerge merge` end to end: real methods, tiny Qwen2 / Llama checkpoints that reload and generate,
-and every bad input giving a clear error, exit code 2 and no output directory."""
+and every bad input giving a clear error, exit code 1 and no output directory."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def test_merge_into_live_model_matches_disk(tiny_family, tmp_path):
     assert not torch.equal(model.state_dict()[name], disk[name])
 
 
-# -- bad inputs: exit code 2, a message naming the culprit, no output directory ---------------------------
+# -- bad inputs: exit code 1, a message naming the culprit, no output directory ---------------------------
 
 
 def _broken_agent(family, tmp_path, change) -> dict:
@@ -202,7 +202,7 @@ def test_bad_checkpoint_is_a_clean_error(tiny_family, tmp_path, capsys, case):
     family = _broken_agent(tiny_family, tmp_path, change)
     recipe = _write_recipe(tmp_path / "r.yaml", family, method="ram_plus")
     out = tmp_path / "out"
-    assert main(["merge", str(recipe), str(out), "--device", "cpu", "--no-progress"]) == 2
+    assert main(["merge", str(recipe), str(out), "--device", "cpu", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     _assert_no_output(tmp_path, out)
@@ -218,18 +218,18 @@ def test_bad_checkpoint_is_a_clean_error(tiny_family, tmp_path, capsys, case):
 def test_bad_recipe_is_a_clean_error(tiny_family, tmp_path, capsys, fields, message):
     recipe = _write_recipe(tmp_path / "r.yaml", tiny_family, **fields)
     out = tmp_path / "out"
-    assert main(["merge", str(recipe), str(out), "--no-progress"]) == 2
+    assert main(["merge", str(recipe), str(out), "--no-progress"]) == 1
     assert message in capsys.readouterr().err
     _assert_no_output(tmp_path, out)
 
 
 def test_missing_recipe_and_existing_output(tiny_family, tmp_path, capsys):
-    assert main(["merge", str(tmp_path / "nope.yaml"), str(tmp_path / "out")]) == 2
+    assert main(["merge", str(tmp_path / "nope.yaml"), str(tmp_path / "out")]) == 1
     assert "not found" in capsys.readouterr().err
     out = tmp_path / "out"
     out.mkdir()
     recipe = _write_recipe(tmp_path / "r.yaml", tiny_family, method="ram")
-    assert main(["merge", str(recipe), str(out), "--device", "cpu", "--no-progress"]) == 2
+    assert main(["merge", str(recipe), str(out), "--device", "cpu", "--no-progress"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert main(["merge", str(recipe), str(out), "--device", "cpu", "--no-progress", "--overwrite"]) == 0
     assert (out / "model.safetensors").exists()
@@ -239,7 +239,7 @@ def test_cuda_requested_without_gpu(tiny_family, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     recipe = _write_recipe(tmp_path / "r.yaml", tiny_family, method="ram")
-    assert main(["merge", str(recipe), str(tmp_path / "out"), "--device", "cuda", "--no-progress"]) == 2
+    assert main(["merge", str(recipe), str(tmp_path / "out"), "--device", "cuda", "--no-progress"]) == 1
     assert "no CUDA GPU" in capsys.readouterr().err
     _assert_no_output(tmp_path, tmp_path / "out")
 
@@ -266,4 +266,4 @@ def test_console_script_exits_fast_after_a_merge_without_losing_output(tiny_fami
 
     failed = subprocess.run([sys.executable, "-c", code, "merge", str(recipe), str(out), "--no-progress"],
                             capture_output=True, text=True, timeout=300)
-    assert failed.returncode == 2 and "exists" in failed.stderr
+    assert failed.returncode == 1 and "exists" in failed.stderr

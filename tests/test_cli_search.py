@@ -52,7 +52,7 @@ def test_search_writes_the_run_directory(searched, capsys):
 
 def test_an_existing_run_needs_resume_and_resume_honours_a_larger_budget(searched, capsys):
     tmp, exp = searched
-    assert main(["search", str(exp), "--out", str(tmp / "run"), "--no-progress"]) == 2
+    assert main(["search", str(exp), "--out", str(tmp / "run"), "--no-progress"]) == 1
     assert "--resume" in capsys.readouterr().err
     assert main(["search", str(exp), "--out", str(tmp / "run"), "--resume", "--budget", "4", "--no-progress"]) == 0
     assert "4 candidates" in capsys.readouterr().out
@@ -71,12 +71,12 @@ def test_front_lists_and_exports_a_member_that_merges(searched, capsys):
     assert config["merge_method"] == "task_arithmetic" and len(config["models"]) == 3
     assert main(["merge", str(recipe), str(tmp / "merged"), "--device", "cpu", "--no-progress"]) == 0
     assert (tmp / "merged" / "config.json").is_file()
-    assert main(["front", str(tmp / "run"), "--export", "999", "--out", str(tmp / "x.yaml")]) == 2
+    assert main(["front", str(tmp / "run"), "--export", "999", "--out", str(tmp / "x.yaml")]) == 1
 
 
 def test_invalid_experiments_are_refused_before_anything_runs(tmp_path, tiny_family, capsys):
     exp = write_experiment(tmp_path, tiny_family, optimizer={"name": "hillclimb"})
-    assert main(["search", str(exp), "--out", str(tmp_path / "run")]) == 2
+    assert main(["search", str(exp), "--out", str(tmp_path / "run")]) == 1
     assert "optimizer.name" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 

@@ -277,7 +277,7 @@ def test_a_failed_write_on_the_writer_thread_stops_the_merge_and_leaves_nothing(
         real_write(self, name, tensor)
 
     monkeypatch.setattr(ShardWriter, "write", failing_write)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match="out: could not write the output: No space left"):
         merge_to_disk(_recipe(tiny_family), tmp_path / "out", shard_size="20KB")
     assert len(written) == 4 and list(tmp_path.iterdir()) == []
 

@@ -113,7 +113,7 @@ def test_overwrite_keeps_the_old_output_when_the_final_rename_fails(tmp_path, mo
     failed, the old output used to stay under a hidden name and `out` was gone."""
     from pathlib import Path
 
-    from evomerge.io.atomic import staged_output_dir
+    from evomerge.io.staging import staged_output_dir
 
     out = tmp_path / "out"
     out.mkdir()

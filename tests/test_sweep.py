@@ -346,10 +346,10 @@ def test_the_command_refuses_a_missing_checkpoint_before_writing_anything(tmp_pa
                     "hint": "build the toy zoo first: evomerge zoo build zoo"}}
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({"model_sets": sets, "sweep": {"methods": {"RAM": {"method": "ram"}}}}))
-    assert main(["sweep", str(exp), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert main(["sweep", str(exp), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "the checkpoint of 'base'" in err and "evomerge zoo build zoo" in err
     assert not (tmp_path / "run").exists()
-    assert main(["sweep", str(exp), "--out", str(tmp_path / "run"), "--grid-max", "0"]) == 2
-    assert main(["sweep", str(exp), "--out", str(tmp_path / "run"), "--methods", "TIES"]) == 2
+    assert main(["sweep", str(exp), "--out", str(tmp_path / "run"), "--grid-max", "0"]) == 1
+    assert main(["sweep", str(exp), "--out", str(tmp_path / "run"), "--methods", "TIES"]) == 1
     assert "--methods: ['TIES'] not in the sweep" in capsys.readouterr().err

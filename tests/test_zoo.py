@@ -123,7 +123,7 @@ def test_build_refuses_a_non_empty_directory(tmp_path, capsys):
 
     (tmp_path / "zoo").mkdir()
     (tmp_path / "zoo" / "keep.txt").write_text("mine")
-    assert main(["zoo", "build", str(tmp_path / "zoo"), "--quick", "--no-progress"]) == 2
+    assert main(["zoo", "build", str(tmp_path / "zoo"), "--quick", "--no-progress"]) == 1
     assert "not empty" in capsys.readouterr().err
     assert (tmp_path / "zoo" / "keep.txt").read_text() == "mine"
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from evaluators.errors import BackendError
+from evaluators.progress import tqdm_disabled_by_env, transformers_bars
 from evaluators.protocol import GenerationSettings, Request
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ class HFGenerator:
         if batch_size < 1:
             raise BackendError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-        self.progress = progress  # a per-call bar; a search turns it off (it shows its own)
+        # a per-call bar and transformers' loading bar; a search turns them off (it shows its own); TQDM_DISABLE too
+        self.progress = progress and not tqdm_disabled_by_env()
         loading = isinstance(model, (str, Path))
         # A model object keeps its device and dtype unless told otherwise (it may be a caller's training model).
         self.device = resolve_device(device) if loading or device is not None else model.device
@@ -75,8 +77,9 @@ class HFGenerator:
             if Path(source).exists() and not (Path(source) / "config.json").is_file():
                 raise BackendError(f"{source} is not a Hugging Face checkpoint directory (no config.json)")
             try:
-                model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype,
-                                                             trust_remote_code=trust_remote_code)
+                with transformers_bars(self.progress):  # its "Loading weights" bar, once per load
+                    model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype,
+                                                                 trust_remote_code=trust_remote_code)
                 if tokenizer is None:
                     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
             except (OSError, ValueError) as exc:

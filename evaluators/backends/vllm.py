@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from evaluators.backends.hf import cut_at_stop
 from evaluators.errors import BackendError
+from evaluators.progress import quiet_vllm, tqdm_disabled_by_env, vllm_load_options
 from evaluators.protocol import GenerationSettings, Request
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,15 @@ def checkpoint_tensor_shapes(model_dir: str | Path) -> dict[str, tuple[int, ...]
     return shapes
 
 
+def _engine_arg_names() -> set[str]:
+    """The engine arguments this vLLM version accepts (the fields of its EngineArgs dataclass)."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    return {f.name for f in dataclasses.fields(EngineArgs)}
+
+
 @contextlib.contextmanager
 def _environment(updates: Mapping[str, str]) -> Iterator[None]:
     """Set environment variables for the engine's construction only (vLLM reads these while it starts)."""
@@ -97,7 +107,7 @@ class VLLMGenerator:
     def __init__(self, model: str | Path, *, dtype: Any = None, device: str | None = None, seed: int = 0,
                  max_model_len: int | None = None, enforce_eager: bool = True, kv_cache_gib: float | None = None,
                  in_process: bool = True, trust_remote_code: bool = False,
-                 engine_kwargs: Mapping[str, Any] | None = None):
+                 engine_kwargs: Mapping[str, Any] | None = None, progress: bool = True):
         self.model_dir = Path(model)
         if not (self.model_dir / "config.json").is_file():
             raise BackendError(f"{self.model_dir} is not a Hugging Face checkpoint directory (no config.json); "
@@ -110,6 +120,11 @@ class VLLMGenerator:
                                "environment (see README 'vLLM backend')") from exc
         on_cpu = current_platform.is_cpu()
         _check_device(device, current_platform.device_type)
+        # progress=False (a search's workers, `evaluate --no-progress`, TQDM_DISABLE): no "Processed prompts"
+        # bar per call, no weight-loading bars, no INFO lines (one set per candidate and suite otherwise)
+        self.progress = progress and not tqdm_disabled_by_env()
+        if not self.progress:
+            quiet_vllm()
         self.dtype = resolve_dtype(dtype, on_cpu)
         self.in_process = in_process
         kwargs: dict[str, Any] = dict(engine_kwargs or {})
@@ -121,13 +136,18 @@ class VLLMGenerator:
                       trust_remote_code=trust_remote_code)
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        for key, value in vllm_load_options(_engine_arg_names(), self.progress).items():
+            kwargs.setdefault(key, value)
         if kv_cache_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
         elif on_cpu and "kv_cache_memory_bytes" not in kwargs and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             # Without an explicit size vLLM-CPU asks for 92 % of RAM and refuses to start on a shared machine.
             kwargs["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * 2**30)
         start = time.perf_counter()
-        with _environment({"VLLM_ENABLE_V1_MULTIPROCESSING": "0" if in_process else "1"}):
+        environment = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0" if in_process else "1"}
+        if not self.progress:  # the engine's own processes (in_process=False) configure their logging from this
+            environment["VLLM_LOGGING_LEVEL"] = "WARNING"
+        with _environment(environment):
             try:
                 self._llm = LLM(**kwargs)
             except (OSError, ValueError) as exc:
@@ -184,7 +204,8 @@ class VLLMGenerator:
             for ids in encoded
         ]
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in encoded]
-        results = self._engine().generate(prompts, params, use_tqdm=len(requests) > 16) if requests else []
+        use_tqdm = self.progress and len(requests) > 16
+        results = self._engine().generate(prompts, params, use_tqdm=use_tqdm) if requests else []
         outputs: list[list[str]] = []
         completion_tokens = 0
         for result in results:

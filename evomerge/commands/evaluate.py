@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, help="override every suite's sampling temperature (0 = greedy)")
     parser.add_argument("--samples", type=int, metavar="N", help="completions per item (pass@k needs N >= k)")
     parser.add_argument("--plain", action="store_true", help="plain-text prompts instead of the chat template")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (neither ours nor transformers' / vLLM's, nor vLLM's INFO lines)")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the checkpoint's own Python code to run when loading it (off by default)")
 
@@ -77,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         generator = ReplayGenerator(args.completions)
     else:
         generator = registry.build_backend(args.backend, args.model, device=args.device, dtype=args.dtype,
-                                           batch_size=args.batch_size,
+                                           batch_size=args.batch_size, progress=not args.no_progress,
                                            trust_remote_code=True if args.trust_remote_code else None)
     results = [suite.evaluate(generator, split=args.split, limit=args.limit, seed=args.seed) for suite in suites]
 

@@ -44,11 +44,14 @@ def run(args: argparse.Namespace) -> int:
 
     keep_freed_memory()  # one merge frees and reallocates tensors of the same sizes: skip their page faults
 
+    from evomerge.io.staging import signals_raise
+
     recipe = load_recipe_or_mergekit(args.recipe)  # a mergekit YAML (merge_method: ...) too
-    result = merge_to_disk(
-        recipe, args.out_dir, device=args.device, shard_size=args.shard_size, dtype=args.dtype,
-        overwrite=args.overwrite, progress=not args.no_progress,
-    )
+    with signals_raise():  # SIGTERM / SIGHUP unwind like Ctrl-C: the staging directory is removed
+        result = merge_to_disk(
+            recipe, args.out_dir, device=args.device, shard_size=args.shard_size, dtype=args.dtype,
+            overwrite=args.overwrite, progress=not args.no_progress,
+        )
     print(f"wrote {result.out_dir}: {result.tensors} tensors in {len(result.files)} file(s), "
           f"{result.dtype}, {result.seconds:.1f} s")
     return 0

@@ -11,7 +11,10 @@ Nothing here imports torch at import time.
 """
 
 from evomerge.io.atomic import (  # noqa: F401
-    replace_atomically, staged_output_dir, write_bytes_atomic, write_json_atomic, write_text_atomic,
+    replace_atomically, write_bytes_atomic, write_json_atomic, write_text_atomic,
+)
+from evomerge.io.staging import (  # noqa: F401
+    refuse_output_over_inputs, signals_raise, staged_output_dir,
 )
 from evomerge.io.reader import (  # noqa: F401
     Checkpoint, CheckpointSet, check_finite, iter_checkpoint_tensors, read_config,

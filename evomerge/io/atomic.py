@@ -9,15 +9,12 @@ bookkeeping files skip it (an fsync per evaluation-cache entry would cost more t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from evomerge.errors import CheckpointError
 
 
 def temporary_sibling(path: Path, kind: str = "tmp") -> Path:
@@ -60,37 +57,3 @@ def write_json_atomic(path: str | Path, data: Any, default: Callable[[Any], Any]
                       durable: bool = False) -> None:
     """`data` as indented JSON (keys in their order), newline-terminated; `default` as in json.dumps."""
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=default) + "\n", durable)
-
-
-@contextlib.contextmanager
-def staged_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `out_dir`; rename it to `out_dir` only if the block succeeds.
-
-    Any exception (Ctrl-C included) removes the temporary directory, so a failed run leaves no
-    output directory and no debris. With `overwrite`, an existing `out_dir` is replaced only at
-    the very end.
-    """
-    out_dir = Path(out_dir).expanduser()
-    if out_dir.exists() and not overwrite:
-        raise CheckpointError(f"{out_dir}: already exists; choose another directory or pass --overwrite")
-    parent = out_dir.parent
-    if not parent.is_dir():
-        raise CheckpointError(f"{parent}: the parent directory of the output does not exist")
-    staging = temporary_sibling(out_dir)
-    staging.mkdir()
-    try:
-        yield staging
-        if out_dir.exists():
-            trash = temporary_sibling(out_dir, "old")
-            out_dir.rename(trash)
-            try:
-                staging.rename(out_dir)
-            except BaseException:
-                trash.rename(out_dir)  # the old output goes back where it was, not left under a hidden name
-                raise
-            shutil.rmtree(trash) if trash.is_dir() else trash.unlink()
-        else:
-            staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
