@@ -121,12 +121,14 @@ def test_overwrite_keeps_the_old_output_when_the_final_rename_fails(tmp_path, mo
     real_rename = Path.rename
 
     def rename(self, target):
-        if Path(target) == out and self.name.startswith(".out.tmp-"):
+        if Path(target) == out and self.name.startswith(".out.partial-"):
             raise OSError(28, "No space left on device")
         return real_rename(self, target)
 
     monkeypatch.setattr(Path, "rename", rename)
-    with pytest.raises(OSError, match="No space left"):
+    from evomerge.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="could not write the output: No space left"):
         with staged_output_dir(out, overwrite=True) as staging:
             (staging / "weights").write_text("new")
     assert (out / "weights").read_text() == "old"

@@ -89,12 +89,12 @@ HELD_MERGE = """
 import sys, time, pathlib
 import evomerge.engine as engine
 ready = pathlib.Path(sys.argv[1])
-write_metadata = engine._write_metadata
+write_metadata = engine.write_merge_metadata
 def held(staging, *args, **kwargs):
     write_metadata(staging, *args, **kwargs)
     ready.write_text(str(staging))
     time.sleep(120)
-engine._write_metadata = held
+engine.write_merge_metadata = held
 from evomerge.cli import console_main
 sys.argv = ["evomerge"] + sys.argv[2:]
 console_main()

@@ -2,7 +2,7 @@
 
 `ShardPlan` lays the output tensors out in shards before merging (names, shapes and dtype are known),
 so `ShardWriter` writes each file's header first and then each merged tensor as it arrives: no shard
-is ever buffered in memory. The writer fills a directory that `evomerge.io.atomic.staged_output_dir`
+is ever buffered in memory. The writer fills a directory that `evomerge.io.staging.staged_output_dir`
 renames into place only when everything succeeded.
 """
 
