@@ -100,10 +100,10 @@ def test_plain_listing_names_every_method_and_one_method_alone(capsys):
     assert one.startswith("slerp: ") and "t  default 0.5, [0, 1]:" in one and "ties" not in one
 
 
-def test_unknown_method_and_misused_flags_are_usage_errors(capsys):
-    assert main(["methods", "no_such_method"]) == 2
+def test_unknown_method_and_misused_flags_are_refused(capsys):
+    assert main(["methods", "no_such_method"]) == 1
     assert "unknown merge method 'no_such_method'" in capsys.readouterr().err
-    assert main(["methods", "ties", "--markdown"]) == 2
+    assert main(["methods", "ties", "--markdown"]) == 1
     assert "NAME lists one method" in capsys.readouterr().err
 
 
@@ -123,6 +123,6 @@ def test_update_rewrites_only_the_generated_block(tmp_path, capsys):
 def test_update_refuses_a_page_without_markers(tmp_path, capsys):
     page = tmp_path / "page.md"
     page.write_text("# no markers\n", encoding="utf-8")
-    assert main(["methods", "--update", str(page)]) == 2
+    assert main(["methods", "--update", str(page)]) == 1
     assert f"{page}: no generated block" in capsys.readouterr().err
     assert page.read_text(encoding="utf-8") == "# no markers\n"
