@@ -244,10 +244,10 @@ def test_evomerge_merge_refuses_an_unsupported_mergekit_file_naming_the_key(fami
     path = tmp_path / "della.yaml"
     path.write_text(yaml.safe_dump({"merge_method": "della", "base_model": str(family["base"]),
                                     "models": [{"model": m, "parameters": {"weight": 0.5}} for m in _models(family)]}))
-    assert main(["merge", str(path), str(tmp_path / "out"), "--device", "cpu", "--no-progress"]) == 2
+    assert main(["merge", str(path), str(tmp_path / "out"), "--device", "cpu", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"{path} (a mergekit configuration): merge_method 'della'" in err and not (tmp_path / "out").exists()
-    assert main(["recipe", "convert", str(path), str(tmp_path / "r.yaml")]) == 2
+    assert main(["recipe", "convert", str(path), str(tmp_path / "r.yaml")]) == 1
     assert "merge_method 'della'" in capsys.readouterr().err and not (tmp_path / "r.yaml").exists()
 
 
@@ -395,7 +395,7 @@ def test_recipe_convert_refuses_a_recipe_mergekit_cannot_express(family, tmp_pat
 
     src = tmp_path / "soft.yaml"
     src.write_text(MergeRecipe(base=str(family["base"]), models=_models(family), method="ram_plus_soft").to_yaml())
-    assert main(["recipe", "convert", str(src), str(tmp_path / "mk.yaml")]) == 2
+    assert main(["recipe", "convert", str(src), str(tmp_path / "mk.yaml")]) == 1
     assert "no method equivalent to 'ram_plus_soft'" in capsys.readouterr().err
     assert not (tmp_path / "mk.yaml").exists()
     (tmp_path / "mk.yaml").write_text("x: 1\n")
