@@ -399,5 +399,5 @@ def test_recipe_convert_refuses_a_recipe_mergekit_cannot_express(family, tmp_pat
     assert "no method equivalent to 'ram_plus_soft'" in capsys.readouterr().err
     assert not (tmp_path / "mk.yaml").exists()
     (tmp_path / "mk.yaml").write_text("x: 1\n")
-    assert main(["recipe", "convert", str(src), str(tmp_path / "mk.yaml")]) == 2
+    assert main(["recipe", "convert", str(src), str(tmp_path / "mk.yaml")]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
