@@ -246,3 +246,18 @@ def test_a_snapshot_linking_into_another_repos_blobs_is_refused(hub):
     (snapshot / "tokenizer_config.json").symlink_to(other)
     with pytest.raises(CheckpointError, match="outside the checkpoint directory .* blobs folder"):
         Checkpoint.open("org/coding")
+
+
+def test_a_search_run_records_the_resolved_commits(hub, tmp_path):
+    from evomerge.runner import SearchRunner
+
+    exp = Experiment.from_dict({
+        "name": "hub", "base": "org/base", "models": {"coding": "org/coding", "memory": "org/memory"},
+        "objectives": {"coding": {"data": "toy"}, "memory": {"data": "toy"}}, "budget": 2,
+    })
+    runner = SearchRunner(exp, tmp_path / "run", progress=False, report=False)
+    runner._prepare()  # everything before the first candidate: resolution, the space, the run record
+    record = yaml.safe_load((tmp_path / "run" / "experiment.yaml").read_text())
+    assert hub_origin(record["base"]).pinned == f"org/base@{SHA}"
+    assert [hub_origin(p).pinned for p in record["models"].values()] == [f"org/coding@{SHA}", f"org/memory@{SHA}"]
+    assert runner.setup.base == record["base"]  # the workers read the same snapshot
