@@ -261,3 +261,28 @@ def test_a_search_run_records_the_resolved_commits(hub, tmp_path):
     assert hub_origin(record["base"]).pinned == f"org/base@{SHA}"
     assert [hub_origin(p).pinned for p in record["models"].values()] == [f"org/coding@{SHA}", f"org/memory@{SHA}"]
     assert runner.setup.base == record["base"]  # the workers read the same snapshot
+
+
+def test_online_resolution_downloads_weights_config_and_tokenizer_only(hub, monkeypatch):
+    """Online, the public snapshot_download is asked for the weights, config and side files (no network here:
+    it is replaced by a stand-in that answers with the cached snapshot, as the real one does after downloading)."""
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return str(hub.resolve() / ("models--" + repo_id.replace("/", "--")) / "snapshots" / SHA)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    resolved = resolve_checkpoint("org/memory@main")
+    assert resolved.origin.pinned == f"org/memory@{SHA}"
+    (repo_id, kwargs), = calls
+    assert repo_id == "org/memory" and kwargs["revision"] == "main" and kwargs["local_files_only"] is False
+    assert kwargs["cache_dir"] == str(hub.resolve())
+    patterns = kwargs["allow_patterns"]
+    assert {"*.safetensors", "*.safetensors.index.json", "config.json", "tokenizer*", "generation_config.json"} <= set(patterns)
+    assert not any(p in patterns for p in ("*", "*.bin", "*.pt", "*.py"))  # no pickles, no remote code
+    resolve_checkpoint("org/memory@main")
+    assert len(calls) == 1  # once per process: every later open reads the same commit

@@ -143,11 +143,13 @@ def hub_cache_dir() -> Path:
 
 
 def hub_offline() -> bool:
-    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as set now, or as huggingface_hub read it at import."""
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as set now; when neither is set, as huggingface_hub read it at import."""
+    flags = [os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(k)]
+    if flags:
+        return any(f.upper() in {"1", "ON", "YES", "TRUE"} for f in flags)
     from huggingface_hub import constants
 
-    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    return any(str(f).upper() in {"1", "ON", "YES", "TRUE"} for f in flags if f) or bool(constants.HF_HUB_OFFLINE)
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def resolve_checkpoint(name: str | Path) -> ResolvedCheckpoint:
