@@ -286,3 +286,24 @@ def test_online_resolution_downloads_weights_config_and_tokenizer_only(hub, monk
     assert not any(p in patterns for p in ("*", "*.bin", "*.pt", "*.py"))  # no pickles, no remote code
     resolve_checkpoint("org/memory@main")
     assert len(calls) == 1  # once per process: every later open reads the same commit
+
+
+def test_a_sweep_model_set_names_hub_ids_and_its_run_pins_them(hub, tmp_path):
+    from evomerge.sweep import SweepRunner
+    from evomerge.sweep_experiment import load_sweep_experiment, parse_paths
+
+    exp_file = tmp_path / "sweep.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "model_sets": {"hub": {"base": "org/base", "models": {"coding": "org/coding"},
+                               "objectives": {"coding": {"data": "toy"}}}},
+        "sweep": {"methods": {"TA": {"method": "task_arithmetic", "parameters": {"lambda": 0.5}}}},
+    }))
+    exp = load_sweep_experiment(exp_file, paths=parse_paths(f"coding=org/memory@{SHA}"))
+    assert (exp.base, exp.models["coding"]) == ("hf://org/base", f"org/memory@{SHA}")
+    runner = SweepRunner(exp, tmp_path / "run", progress=False)
+    runner._prepare()
+    record = yaml.safe_load((tmp_path / "run" / "experiment.yaml").read_text())
+    assert hub_origin(record["base"]).pinned == f"org/base@{SHA}"
+    assert hub_origin(record["models"]["coding"]).pinned == f"org/memory@{SHA}"
+    point = runner.points[next(iter(runner.points))][0]
+    assert point.recipe["base"] == record["base"]  # the merges read the pinned snapshot
