@@ -231,10 +231,12 @@ def resolve_paths(data: dict[str, Any], root: Path) -> dict[str, Any]:
         q = Path(p).expanduser()
         return str(q if q.is_absolute() else root / q)
 
+    from evomerge.io.hub import locate  # a checkpoint name is a local path or a Hub id `org/name[@revision]`
+
     if isinstance(data.get("base"), str):
-        data["base"] = rel(data["base"])
+        data["base"] = locate(data["base"], root)
     if isinstance(data.get("models"), Mapping):
-        data["models"] = {k: rel(v) for k, v in data["models"].items()}
+        data["models"] = {k: locate(v, root) if isinstance(v, str) else v for k, v in data["models"].items()}
     space = data.get("search_space")
     if isinstance(space, str) and (space.endswith((".yaml", ".yml")) or "/" in space):
         data["search_space"] = rel(space)

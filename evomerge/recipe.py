@@ -197,7 +197,8 @@ class MergeRecipe(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "MergeRecipe":
-        """Load a recipe file. Relative model paths are resolved against the file's directory."""
+        """Load a recipe file. Relative model paths are resolved against the file's directory; a name that is
+        no local directory there but reads as a Hub id (`org/name[@revision]`) stays one (evomerge.io.hub)."""
         path = Path(path)
         data = read_yaml_file(path, RecipeError, "recipe")
         if isinstance(data, Mapping):
@@ -217,5 +218,6 @@ class MergeRecipe(BaseModel):
 
 
 def _resolve(here: Path, p: str) -> str:
-    q = Path(p).expanduser()
-    return str(q if q.is_absolute() else (here / q))
+    from evomerge.io.hub import locate
+
+    return locate(p, here)

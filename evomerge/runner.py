@@ -109,8 +109,9 @@ class SearchRunner:
     # =============================================================================================
     def _prepare(self) -> None:
         from evomerge.checkpoint import Checkpoint
+        from evomerge.io.hub import with_local_checkpoints
 
-        exp = self.exp
+        self.exp = exp = with_local_checkpoints(self.exp)  # Hub ids -> snapshot dirs, one commit for every worker
         # everything that can be wrong with the inputs is found before the run directory is written
         spec = load_space_spec(exp.search_space, exp.space or None)
         self.space = SearchSpace.for_checkpoints(spec, exp.base, exp.models, seed=exp.seed, dtype=exp.dtype)

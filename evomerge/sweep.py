@@ -161,8 +161,9 @@ class SweepRunner:
     # -- setup: everything that can be wrong is found before the run directory is written ----------------
     def _prepare(self) -> None:
         from evomerge.checkpoint import Checkpoint
+        from evomerge.io.hub import with_local_checkpoints
 
-        exp = self.exp
+        self.exp = exp = with_local_checkpoints(self.exp)  # Hub ids -> snapshot dirs, one commit for every worker
         for name, path in exp.references().items():
             if not Path(path).is_dir():
                 hint = f"; {exp.hint}" if exp.hint else ""

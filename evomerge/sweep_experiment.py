@@ -284,7 +284,8 @@ def _apply_paths(data: dict[str, Any], paths: Mapping[str, str], where: str) -> 
         if key not in known:
             raise ExperimentError(f"{where}: --paths names '{key}', which is neither 'base' nor a model of model set "
                                   f"'{data.get('model_set')}' ({', '.join(known)})")
-        resolved = str(Path(value).expanduser().resolve())
+        from evomerge.io.hub import is_hub_id  # --paths base=org/name names a Hub repo unless ./org/name exists
+        resolved = value if is_hub_id(value) else str(Path(value).expanduser().resolve())
         if key == "base":
             data["base"] = resolved
         else:
@@ -296,9 +297,10 @@ def _apply_paths(data: dict[str, Any], paths: Mapping[str, str], where: str) -> 
 def _normalize_paths(data: dict[str, Any]) -> dict[str, Any]:
     """'experiments/paper/../../zoo/base' -> 'zoo/base' (the same directory, as a reader expects it)."""
     if isinstance(data.get("base"), str):
-        data["base"] = os.path.normpath(data["base"])
+        data["base"] = data["base"] if data["base"].startswith("hf://") else os.path.normpath(data["base"])
     if isinstance(data.get("models"), Mapping):
-        data["models"] = {k: os.path.normpath(v) if isinstance(v, str) else v for k, v in data["models"].items()}
+        data["models"] = {k: os.path.normpath(v) if isinstance(v, str) and not v.startswith("hf://") else v
+                          for k, v in data["models"].items()}
     return data
 
 

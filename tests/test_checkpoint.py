@@ -265,3 +265,51 @@ def test_staged_output_dir_is_all_or_nothing(tmp_path):
         (staging / "done").write_text("2")
     assert (out / "done").read_text() == "2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _hostile(tmp_path: Path, entries: dict, data_bytes: int) -> Path:
+    """A hand-built safetensors file with the given header entries and `data_bytes` bytes of data."""
+    file = tmp_path / "hostile.safetensors"
+    header = json.dumps(entries).encode()
+    file.write_bytes(struct.pack("<Q", len(header)) + header + bytes(range(256)) * (data_bytes // 256)
+                     + b"\1" * (data_bytes % 256))
+    return file
+
+
+def _f32(start: int, n: int) -> dict:
+    return {"dtype": "F32", "shape": [n], "data_offsets": [start, start + 4 * n]}
+
+
+@pytest.mark.parametrize("entries, data_bytes, message", [
+    # two tensors over the same 16 bytes: a merge would read one as the other
+    ({"a": _f32(0, 4), "b": _f32(0, 4)}, 16, "'b' at bytes 0..16 overlaps tensor 'a'"),
+    # partly shared bytes, listed out of order
+    ({"b": _f32(8, 4), "a": _f32(0, 4)}, 24, "'b' at bytes 8..24 overlaps tensor 'a'"),
+    # a hole between two tensors
+    ({"a": _f32(0, 4), "b": _f32(20, 4)}, 36, r"bytes 16..20 of the data section belong to no tensor"),
+    # the first tensor does not start at 0
+    ({"a": _f32(8, 4)}, 24, r"bytes 0..8 of the data section belong to no tensor"),
+    # bytes after the last tensor
+    ({"a": _f32(0, 4)}, 20, "4 trailing byte"),
+    # a tensor past the end of the data section
+    ({"a": _f32(0, 4), "b": _f32(16, 4)}, 24, "ends at byte 32 but the data section has 24"),
+])
+def test_hostile_header_layouts_are_refused_like_the_safetensors_library(tmp_path, entries, data_bytes, message):
+    from safetensors import SafetensorError, safe_open
+
+    file = _hostile(tmp_path, entries, data_bytes)
+    with pytest.raises(CheckpointError, match=message) as err:
+        read_safetensors_header(file)
+    assert str(file) in str(err.value)
+    with pytest.raises(SafetensorError):  # the reference behaviour: the library refuses each of these too
+        safe_open(str(file), framework="pt")
+
+
+def test_a_well_formed_hand_built_header_is_accepted(tmp_path):
+    from safetensors import safe_open
+
+    file = _hostile(tmp_path, {"b": _f32(16, 2), "a": _f32(0, 4), "empty": _f32(24, 0)}, 24)
+    tensors, _ = read_safetensors_header(file)
+    assert [tensors[k].nbytes for k in ("a", "b", "empty")] == [16, 8, 0]
+    with safe_open(str(file), framework="pt") as f:  # and so does the library
+        assert sorted(f.keys()) == ["a", "b", "empty"]

@@ -225,8 +225,8 @@ def test_import_refusals_of_models(family):
             "models": [{"model": m, "parameters": {"weight": 0.5, "lambda": 2.0}} for m in _models(family)]},
            "models[0].parameters: 'lambda' is a shared parameter of 'ties'")
     refuse({"merge_method": "linear", "base_model": base, "models": models}, "key 'base_model' with linear")
-    refuse({"merge_method": "ties", "base_model": base, "models": [{"model": "org/some-hub-model"}]},
-           "'org/some-hub-model' is not a local checkpoint directory")
+    refuse({"merge_method": "ties", "base_model": base, "models": [{"model": "no/such/dir"}]},
+           "'no/such/dir' is not a local checkpoint directory nor a Hugging Face Hub id")
     refuse({"merge_method": "ties", "base_model": base, "models": [{"model": base + "+lora"}]},
            "a LoRA adapter '+...' is not supported")
     refuse({"merge_method": "ties", "base_model": base, "models": [{"model": _models(family)[0], "layer_range": [0, 2]}]},

@@ -27,7 +27,8 @@ from evomerge.io.atomic import write_text_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL_DIR", help="Hugging Face checkpoint directory")
+    parser.add_argument("model", metavar="MODEL_DIR",
+                        help="Hugging Face checkpoint directory, or a Hub id org/name[@revision]")
     parser.add_argument("--suite", default="coding",
                         help="comma-separated suites: coding, tool_use, memory, or names from --config "
                              "(default coding)")
@@ -75,16 +76,23 @@ def _run(args: argparse.Namespace) -> int:
         if hasattr(suite, "load_items"):
             suite.load_items()
 
+    origin = None
     if args.completions:
         generator = ReplayGenerator(args.completions)
     else:
-        generator = registry.build_backend(args.backend, args.model, device=args.device, dtype=args.dtype,
+        from evomerge.io.hub import resolve_checkpoint
+
+        resolved = resolve_checkpoint(args.model)  # a Hub id: downloaded, or from the cache when offline
+        origin = resolved.origin
+        generator = registry.build_backend(args.backend, str(resolved.path), device=args.device, dtype=args.dtype,
                                            batch_size=args.batch_size, progress=not args.no_progress,
                                            trust_remote_code=True if args.trust_remote_code else None)
     results = [suite.evaluate(generator, split=args.split, limit=args.limit, seed=args.seed) for suite in suites]
 
     print(_table(results))
-    payload = {"model": str(args.model), "backend": generator.name, "completions": args.completions,
+    payload = {"model": str(args.model), **({"hub": {"repo_id": origin.repo_id, "revision": origin.revision}}
+                                            if origin else {}),
+               "backend": generator.name, "completions": args.completions,
                "split": args.split, "limit": args.limit, "seed": args.seed,
                "suites": {r.suite: _finite(r.to_dict()) for r in results}}
     if args.json_out:
@@ -111,8 +119,11 @@ def _check_arguments(args: argparse.Namespace, names: list[str]) -> None:
         raise EvaluationError(f"--limit must be >= 1, got {args.limit}")
     if args.samples is not None and args.samples < 1:
         raise EvaluationError(f"--samples must be >= 1, got {args.samples}")
-    if not Path(args.model).exists():
-        raise EvaluationError(f"model directory {args.model} does not exist")
+    from evomerge.io.hub import is_hub_id
+
+    if not Path(args.model).exists() and not is_hub_id(args.model):
+        raise EvaluationError(f"model directory {args.model} does not exist (nor does it read as a Hugging Face "
+                              "Hub id org/name[@revision])")
     for out in (args.json_out, args.jsonl_out):
         if out and not Path(out).resolve().parent.is_dir():
             raise EvaluationError(f"the folder of the output file {out} does not exist")

@@ -4,7 +4,9 @@ Written next to the weights of every `merge_to_disk` output:
   config.json          the reference input's config with its dtype set to the output dtype
   tokenizer files ...  copied from the reference input (SIDE_FILE_PATTERNS)
   merge_recipe.yaml    evomerge's version, the output dtype and device, each input's path and content
-                       fingerprint, and the full recipe: `evomerge merge merge_recipe.yaml OUT` re-runs it
+                       fingerprint (and, for a Hugging Face Hub input, its repo and resolved commit), and the
+                       full recipe with Hub ids pinned to that commit: `evomerge merge merge_recipe.yaml OUT`
+                       re-runs it on the same files
 """
 
 from __future__ import annotations
@@ -47,20 +49,24 @@ def provenance(recipe: MergeRecipe, inputs: CheckpointSet, out_dtype: str, devic
             "base": _describe(inputs.base) if inputs.base is not None else None,
             "models": [_describe(m) for m in inputs.models],
         },
-        "recipe": _with_absolute_inputs(recipe.to_dict()),
+        "recipe": _with_absolute_inputs(recipe.to_dict(), inputs),
     }
 
 
-def _with_absolute_inputs(recipe: dict) -> dict:
+def _with_absolute_inputs(recipe: dict, inputs: CheckpointSet) -> dict:
     """The recipe with relative input paths made absolute: the file re-runs the merge from any directory
-    (a recipe built in Python holds paths relative to the directory it ran in, which the file does not say)."""
+    (a recipe built in Python holds paths relative to the directory it ran in, which the file does not say);
+    an input from the Hugging Face Hub (or its cache) is named `org/name@<commit>`, the files it merged."""
 
-    def absolute(path: str | None) -> str | None:
+    def absolute(path: str | None, ckpt: Checkpoint | None) -> str | None:
+        if ckpt is not None and ckpt.origin is not None:
+            return ckpt.origin.pinned
         if path is None or Path(path).expanduser().is_absolute() or not Path(path).expanduser().exists():
             return path  # absolute already, or not a local path (left as the user wrote it)
         return str(Path(path).expanduser().resolve())
 
-    return {**recipe, "base": absolute(recipe["base"]), "models": [absolute(m) for m in recipe["models"]]}
+    return {**recipe, "base": absolute(recipe["base"], inputs.base),
+            "models": [absolute(m, c) for m, c in zip(recipe["models"], inputs.models)]}
 
 
 def write_merge_metadata(
@@ -76,7 +82,10 @@ def write_merge_metadata(
 
 
 def _describe(ckpt: Checkpoint) -> dict:
-    return {"path": str(ckpt.path.resolve()), "fingerprint": ckpt.fingerprint}
+    described = {"path": str(ckpt.path.resolve()), "fingerprint": ckpt.fingerprint}
+    if ckpt.origin is not None:
+        described["hub"] = {"repo_id": ckpt.origin.repo_id, "revision": ckpt.origin.revision}
+    return described
 
 
 def load_recipe_file(path: str | Path) -> MergeRecipe:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from evomerge.errors import CheckpointError
+from evomerge.io.hub import HubOrigin, resolve_checkpoint
+from evomerge.io.input_files import check_input_file, side_files
 from evomerge.io.safetensors_format import (
     CONFIG_FILE, INDEX_FILE, SINGLE_FILE, TensorInfo, read_safetensors_header, require_little_endian,
 )
@@ -39,13 +41,18 @@ class Checkpoint:
     tensors: Mapping[str, TensorInfo]  # in file order
     files: tuple[Path, ...]  # weight files
     fingerprint: str  # cheap content fingerprint, for provenance and statistics caching
+    origin: HubOrigin | None = None  # the Hub repo and commit, for a snapshot of the Hugging Face cache
 
     @classmethod
     def open(cls, path: str | Path) -> "Checkpoint":
-        root = Path(path).expanduser()
+        """A checkpoint directory, or a Hub id `org/name[@revision]` (evomerge.io.hub: a local directory
+        of that name wins; a Hub id is downloaded, or read from the Hugging Face cache when offline)."""
+        resolved = resolve_checkpoint(path)
+        root = resolved.path
         config = read_config(root)
         config_file = root / CONFIG_FILE
         files, expected = _weight_files(root)
+        side_files(root)  # a side file linking outside the checkpoint is refused now, before any output exists
         tensors: dict[str, TensorInfo] = {}
         digest = hashlib.sha256(config_file.read_bytes())
         for file in files:
@@ -65,7 +72,7 @@ class Checkpoint:
                 )
         if not tensors:
             raise CheckpointError(f"{root}: the checkpoint contains no tensors")
-        return cls(root, config, tensors, tuple(files), digest.hexdigest()[:16])
+        return cls(root, config, tensors, tuple(files), digest.hexdigest()[:16], resolved.origin)
 
     @property
     def architecture(self) -> tuple[str, tuple[str, ...]]:
@@ -88,7 +95,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{root}: checkpoint directory not found")
     config_file = root / CONFIG_FILE
     try:
-        config = json.loads(config_file.read_text())
+        config = json.loads(check_input_file(root, config_file).read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{config_file}: missing; a Hugging Face checkpoint needs a config.json") from None
     except (ValueError, OSError) as exc:
@@ -103,19 +110,18 @@ def _weight_files(root: Path) -> tuple[list[Path], dict[str, Path] | None]:
     index = root / INDEX_FILE
     if index.is_file():
         try:
-            data = json.loads(index.read_text())
+            data = json.loads(check_input_file(root, index).read_text())
             weight_map = data["weight_map"]
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise TypeError("weight_map must map tensor names to file names")
         except (ValueError, KeyError, TypeError, OSError) as exc:
             raise CheckpointError(f"{index}: not a valid safetensors index ({exc})") from None
-        real_root = root.resolve()
         expected: dict[str, Path] = {}
         files: list[Path] = []
         for name, rel in weight_map.items():
             shard = root / rel
             # an index must not make us read (or mmap) files outside the checkpoint directory
-            if Path(rel).is_absolute() or not shard.resolve().is_relative_to(real_root):
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 raise CheckpointError(
                     f"{index}: shard path {rel!r} of tensor '{name}' points outside the checkpoint directory; "
                     "refusing it"
@@ -123,12 +129,12 @@ def _weight_files(root: Path) -> tuple[list[Path], dict[str, Path] | None]:
             if not shard.is_file():
                 raise CheckpointError(f"{index}: shard file {rel!r} (tensor '{name}') does not exist")
             if shard not in files:
-                files.append(shard)
+                files.append(check_input_file(root, shard))
             expected[name] = shard
         return files, expected
     single = root / SINGLE_FILE
     if single.is_file():
-        return [single], None
+        return [check_input_file(root, single)], None
     if any(root.glob("*.bin")) or any(root.glob("*.pt")):
         raise CheckpointError(
             f"{root}: only safetensors checkpoints are read (found pickled .bin/.pt weights); "

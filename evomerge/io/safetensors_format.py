@@ -107,7 +107,34 @@ def read_safetensors_header(file: Path) -> tuple[dict[str, TensorInfo], bytes]:
                 f"but the data section has {data_size} bytes)"
             )
         tensors[name] = TensorInfo(name, file, dtype, shape, 8 + n + start, end - start)
+    _check_layout(file, tensors, 8 + n, data_size)
     return tensors, raw
+
+
+def _check_layout(file: Path, tensors: dict[str, TensorInfo], data_start: int, data_size: int) -> None:
+    """The tensors tile the data section exactly, as the safetensors library requires (its Rust
+    `Metadata::validate` + `MetadataIncompleteBuffer`): sorted by offset, each starts where the previous
+    ended, the first at 0, the last at the end of the file. Two tensors sharing bytes would make a merge
+    read one tensor's bytes as another's; a hole or trailing bytes mean the file is not what it says."""
+    expected, previous = 0, None
+    for info in sorted(tensors.values(), key=lambda t: (t.offset, t.offset + t.nbytes)):
+        start = info.offset - data_start
+        if start < expected:
+            raise CheckpointError(
+                f"{file}: corrupt safetensors file (tensor '{info.name}' at bytes {start}..{start + info.nbytes} "
+                f"overlaps tensor '{previous}', which ends at byte {expected}); the safetensors library refuses it"
+            )
+        if start > expected:
+            raise CheckpointError(
+                f"{file}: corrupt safetensors file (bytes {expected}..{start} of the data section belong to no "
+                f"tensor, before tensor '{info.name}'); the safetensors library refuses it"
+            )
+        expected, previous = start + info.nbytes, info.name
+    if expected != data_size:
+        raise CheckpointError(
+            f"{file}: corrupt safetensors file (the tensors cover {expected} bytes but the data section has "
+            f"{data_size}: {data_size - expected} trailing byte(s)); the safetensors library refuses it"
+        )
 
 
 

@@ -21,17 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Sequence
 
 from evomerge.errors import CheckpointError
+from evomerge.io.input_files import SIDE_FILE_PATTERNS, side_files  # noqa: F401 (SIDE_FILE_PATTERNS re-exported)
 from evomerge.io.safetensors_format import INDEX_FILE, SAFETENSORS_DTYPES, SINGLE_FILE, TAG_OF
 
 if TYPE_CHECKING:
     import torch
-
-# Files copied verbatim from the base into a merged checkpoint (tokenizer, chat template, generation).
-SIDE_FILE_PATTERNS = (
-    "tokenizer*", "vocab.*", "merges.txt", "special_tokens_map.json", "added_tokens.json",
-    "chat_template*", "generation_config.json", "*.tiktoken", "spiece.model",
-)
-
 
 def parse_size(size: str | int) -> int:
     """'5GB' -> 5e9 bytes, '500MiB' -> 500 * 2**20, 1000 -> 1000 (Hugging Face's convention)."""
@@ -199,12 +193,11 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def copy_side_files(source: Path, dest: Path) -> list[str]:
-    """Copy tokenizer, chat template and generation files; return their names."""
+    """Copy tokenizer, chat template and generation files (the content, never a link; each checked by
+    `evomerge.io.input_files.check_input_file`); return their names."""
     copied = []
-    for pattern in SIDE_FILE_PATTERNS:
-        for f in sorted(source.glob(pattern)):
-            if f.is_file() and not (dest / f.name).exists():
-                shutil.copy2(f, dest / f.name)
-                copied.append(f.name)
+    for f in side_files(source):
+        if not (dest / f.name).exists():
+            shutil.copy2(f, dest / f.name)
+            copied.append(f.name)
     return copied
-

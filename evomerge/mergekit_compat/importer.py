@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from evomerge.errors import RecipeError
+from evomerge.io.hub import is_hub_id
 from evomerge.mergekit_compat.methods import MERGEKIT_ONLY, REQUIRED, SHARED_METHODS, MkParam, SharedMethod
 from evomerge.recipe import _LAYER_INDEX, MODULE_TYPES, MergeRecipe, layer_index
 
@@ -135,10 +136,12 @@ def _model_path(ref: Any, where: str) -> str:
     if not isinstance(ref, str):
         raise MergekitImportError(f"{where}: expected a checkpoint directory path, got {ref!r}")
     path = Path(ref).expanduser()  # relative to the working directory, as mergekit reads it
+    if is_hub_id(ref):  # a Hub id, as in mergekit (evomerge.io.hub: a local directory of that name wins)
+        return ref
     if not path.is_dir():
         extra = " (a LoRA adapter '+...' is not supported)" if "+" in ref else ""
-        raise MergekitImportError(f"{where}: '{ref}' is not a local checkpoint directory{extra}; evomerge reads "
-                                  "local checkpoints only (mergekit would look the name up on the Hugging Face Hub)")
+        raise MergekitImportError(f"{where}: '{ref}' is not a local checkpoint directory{extra} nor a Hugging Face "
+                                  "Hub id org/name[@revision]")
     return str(path.absolute())
 
 
