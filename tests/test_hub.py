@@ -207,7 +207,7 @@ def test_analyze_and_evaluate_take_hub_ids(hub, tmp_path, capsys):
                  "--json", str(out_json)]) == 0
     result = json.loads(out_json.read_text())
     assert result["model"] == "org/coding" and result["hub"] == {"repo_id": "org/coding", "revision": SHA}
-    assert main(["evaluate", "org/absent", "--suite", "coding", "--limit", "1"]) == 2
+    assert main(["evaluate", "org/absent", "--suite", "coding", "--limit", "1"]) == 1
     assert "org/absent" in capsys.readouterr().err
 
 
