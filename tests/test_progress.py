@@ -227,3 +227,15 @@ def test_vllm_load_options_only_when_the_version_has_them():
     assert vllm_load_options({"model", "use_tqdm_on_load"}, progress=False) == {"use_tqdm_on_load": False}
     assert vllm_load_options({"model"}, progress=False) == {}
     assert vllm_load_options({"model", "use_tqdm_on_load"}, progress=True) == {}
+
+
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_vllm_keeps_cuda_graphs_on_a_gpu_and_runs_eager_on_a_cpu(fake_vllm, on_cpu):
+    from evaluators.backends.vllm import VLLMGenerator
+
+    platform = sys.modules["vllm.platforms"].current_platform
+    platform.is_cpu, platform.device_type = (lambda: on_cpu), ("cpu" if on_cpu else "cuda")
+    VLLMGenerator(REPO / "zoo" / "base", progress=False)
+    assert _FakeLLM.made[-1].kwargs["enforce_eager"] is on_cpu
+    VLLMGenerator(REPO / "zoo" / "base", progress=False, enforce_eager=True)  # an explicit choice wins
+    assert _FakeLLM.made[-1].kwargs["enforce_eager"] is True

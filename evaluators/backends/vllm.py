@@ -98,6 +98,7 @@ class VLLMGenerator:
     batch they arrive in. Chat prompts are rendered with the tokenizer's chat template and plain
     prompts tokenized exactly as the HF backend does, so both backends see the same token ids.
 
+    `enforce_eager` None (the default) keeps vLLM's CUDA graphs on a GPU and runs eager on a CPU.
     `engine_kwargs` go to `vllm.LLM` unchanged (e.g. max_num_seqs, gpu_memory_utilization,
     tensor_parallel_size). Call `close()` (or use `with`) to free the engine.
     """
@@ -105,7 +106,7 @@ class VLLMGenerator:
     name = "vllm"
 
     def __init__(self, model: str | Path, *, dtype: Any = None, device: str | None = None, seed: int = 0,
-                 max_model_len: int | None = None, enforce_eager: bool = True, kv_cache_gib: float | None = None,
+                 max_model_len: int | None = None, enforce_eager: bool | None = None, kv_cache_gib: float | None = None,
                  in_process: bool = True, trust_remote_code: bool = False,
                  engine_kwargs: Mapping[str, Any] | None = None, progress: bool = True):
         self.model_dir = Path(model)
@@ -120,6 +121,11 @@ class VLLMGenerator:
                                "environment (see README 'vLLM backend')") from exc
         on_cpu = current_platform.is_cpu()
         _check_device(device, current_platform.device_type)
+        if enforce_eager is None:
+            # CUDA graphs on a GPU (decode is several times faster with them); a weight swap copies into the
+            # same parameter storage (reload_weights -> load_weights -> param.copy_), so the captured graphs
+            # stay valid. On a CPU vLLM has no graphs to keep.
+            enforce_eager = on_cpu
         # progress=False (a search's workers, `evaluate --no-progress`, TQDM_DISABLE): no "Processed prompts"
         # bar per call, no weight-loading bars, no INFO lines (one set per candidate and suite otherwise)
         self.progress = progress and not tqdm_disabled_by_env()
