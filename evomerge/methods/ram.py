@@ -110,6 +110,12 @@ RHO_SCOPE = ParamSpec(
     choices=("global", "tensor"),
 )
 
+def _global_scope(params: Mapping[str, Any]) -> bool:
+    # global rho arrives in the context and the rest is element-wise; rho_scope 'tensor' counts the
+    # whole tensor inside the method, so a row block would count only its own rows
+    return params["rho_scope"] == "global"
+
+
 RAM = MethodSpec(
     name="ram",
     description="RAM: unchanged entries keep the base, unique changes are kept, shared changes are averaged "
@@ -118,6 +124,7 @@ RAM = MethodSpec(
     params=(EPSILON,),
     mergekit_name="ram",
     paper=PAPER + ", Eq. 7",
+    row_blockable=lambda params: True,  # element-wise
 )
 
 RAM_PLUS = MethodSpec(
@@ -129,6 +136,7 @@ RAM_PLUS = MethodSpec(
     max_models=MAX_AGENTS,  # rho needs the change-pattern counts, kept for up to 16 agents
     global_overlap_param="epsilon",
     paper=PAPER + ", Eqs. 2, 6, 7",
+    row_blockable=_global_scope,
 )
 
 RAM_PLUS_SOFT = MethodSpec(
@@ -139,4 +147,5 @@ RAM_PLUS_SOFT = MethodSpec(
     max_models=MAX_AGENTS,
     global_overlap_param="epsilon",
     paper=PAPER + ", App. E",
+    row_blockable=_global_scope,
 )

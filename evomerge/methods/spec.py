@@ -104,6 +104,11 @@ class MethodSpec:
     # checks that involve several parameters at once (e.g. weights that sum to zero), run at the end
     # of `resolve` on the resolved values; raises RecipeError naming `where`
     check_params: Callable[[Mapping[str, Any], str], None] | None = None
+    # True (for these resolved parameters) when merging rows [a, b) of every operand gives rows [a, b)
+    # of the whole tensor's merge, bit for bit: element-wise methods, or methods whose only whole-tensor
+    # statistics arrive in the context (RAM+'s global counts). The resident merger then merges large
+    # tensors in row blocks, bounding its workspace (evomerge.row_blocks). None: never (whole tensors).
+    row_blockable: Callable[[Mapping[str, Any]], bool] | None = None
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
