@@ -317,7 +317,10 @@ class _MappedStore(_Store):
     """Read-only views of memory maps of the weight files, one map per file for the store's life.
 
     MAP_SHARED and PROT_READ: the pages are the page cache itself, shared with every process mapping
-    the file, and a stray write is a fault rather than a private copy. torch.frombuffer warns about
+    the file, and a stray write is a fault rather than a private copy. The files must not be rewritten
+    or truncated while a merger maps them (a page past a file's new end is a SIGBUS, not an exception:
+    sizes are checked once, at load); checkpoints are written once and then only read, so this holds
+    for the search's inputs. torch.frombuffer warns about
     non-writable buffers; the views are only ever read (copied into the workspace).
     """
 
