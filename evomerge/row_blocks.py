@@ -7,9 +7,10 @@ in the context) gives rows [a, b) of the whole merge when it merges rows [a, b) 
 for bit, so such a tensor is merged block by block in a workspace of `workspace_bytes`.
 
 Methods that need whole-tensor statistics the context does not carry (TIES' and Breadcrumbs' magnitude
-thresholds, an L1 rescale, DARE's draws keyed by entry index, SLERP's norms, RAM+ with `rho_scope:
-tensor`) are merged whole, as before: their tensors still need the (agents + 1) x tensor workspace.
-A two-pass form for them (statistics over the blocks, then apply) needs the statistics exposed by the
+thresholds, an L1 rescale, DARE's draws keyed by entry index, SLERP's norms) are merged whole, as before:
+their tensors still need the (agents + 1) x tensor workspace. RAM+ with `rho_scope: tensor` is the two-pass
+example: its per-tensor counts are summed over the blocks first (`_tensor_overlap`), then every block is
+merged with them in its context. A two-pass form for them (statistics over the blocks, then apply) needs the statistics exposed by the
 pruning functions in methods/sparsify.py; see the notes for what that API needs.
 """
 
@@ -92,6 +93,23 @@ class _BlocksAsTensors:
         return self.source.block_operands(*self._blocks[key])
 
 
+def _tensor_overlap(source: BlockSource, name: str, rule: MergeRule, blocks: list[Rows]):
+    """The first pass of a two-pass merge: a method that counts changes within the tensor (RAM+ with
+    rho_scope 'tensor') gets the whole tensor's counts, summed over its blocks (integers: exact)."""
+    from evomerge.taskvectors import overlap_counts
+
+    spec = get_method(rule.method)
+    if spec.global_overlap_param is None or rule.parameters.get("rho_scope") != "tensor":
+        return None
+    epsilon = float(rule.parameters[spec.global_overlap_param])
+    total = None
+    for rows in blocks:
+        _, deltas = source.block_operands(name, rows)
+        counts = overlap_counts(deltas, epsilon)
+        total = counts if total is None else total + counts
+    return total.as_global_overlap(epsilon)
+
+
 def merged_blocks(
     source: BlockSource, recipe: MergeRecipe, cache: OverlapCache, workspace_bytes: int, n_operands: int,
     names: Sequence[str] | None = None,
@@ -108,8 +126,9 @@ def merged_blocks(
             continue
         rule = rules[name]
         blocks = row_blocks(source.shape(name), n_operands, workspace_bytes) if rule_row_blockable(rule) else None
+        tensor_overlap = _tensor_overlap(source, name, rule, blocks) if blocks else None
         for rows in blocks or [None]:
             base, deltas = source.block_operands(name, rows)
-            merged = merge_tensor(name, base, deltas, rule, recipe.seed, overlaps)
+            merged = merge_tensor(name, base, deltas, rule, recipe.seed, overlaps, tensor_overlap)
             yield name, rows, merged
             del merged, base, deltas

@@ -238,3 +238,19 @@ def test_host_streamed_to_gpu_equals_cpu_merge(family):
         for name, value in gpu.merge(recipe):  # the iterator vLLM's load_weights takes
             assert value.device.type == "cuda"
             assert torch.equal(value.cpu(), cpu[name]), (placement, name)
+
+
+def test_tensor_scope_counts_are_gathered_over_the_blocks_first(family, tmp_path, monkeypatch):
+    """RAM+ rho_scope 'tensor' is merged in blocks with the whole tensor's counts (a first pass); without that
+    pass each block would count only its own rows and the tensors would differ."""
+    from evomerge import row_blocks
+
+    recipe = _recipe(family, "ram_plus", {"rho_scope": "tensor", "epsilon": 0.01, "r": 0.9})
+    assert rule_row_blockable(recipe.rule_for("embed.weight"))
+    disk = _disk(recipe, tmp_path)
+    merger = ResidentMerger(recipe.base, recipe.models, device="cpu", workspace_bytes=4 * 4 * 24 * 5)
+    _assert_same(merger.merge_state_dict(recipe), disk, "two-pass")
+    assert merger.memory_bytes()["workspace"] <= 4 * 4 * 24 * 5
+    monkeypatch.setattr(row_blocks, "_tensor_overlap", lambda *args: None)
+    with pytest.raises(AssertionError):
+        _assert_same(merger.merge_state_dict(recipe), disk, "per-block counts")

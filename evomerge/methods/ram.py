@@ -77,6 +77,11 @@ def _rhos(deltas, params: Mapping[str, Any], ctx: TensorContext, method: str) ->
     epsilon = params["epsilon"]
     if params["rho_scope"] == "global":
         shared, unique = _check_global_overlap(ctx, epsilon, len(deltas), method)
+    elif ctx.tensor_overlap is not None:  # a row block: the whole tensor's counts, gathered by the caller
+        if ctx.tensor_overlap.epsilon != epsilon or len(ctx.tensor_overlap.shared) != len(deltas):
+            raise ValueError(f"{method}: tensor overlap counts for '{ctx.name}' do not match the rule "
+                             f"(epsilon {ctx.tensor_overlap.epsilon} vs {epsilon})")
+        shared, unique = ctx.tensor_overlap.shared, ctx.tensor_overlap.unique
     else:
         counts = overlap_counts(deltas, epsilon)
         shared, unique = counts.shared, counts.unique
@@ -110,10 +115,10 @@ RHO_SCOPE = ParamSpec(
     choices=("global", "tensor"),
 )
 
-def _global_scope(params: Mapping[str, Any]) -> bool:
-    # global rho arrives in the context and the rest is element-wise; rho_scope 'tensor' counts the
-    # whole tensor inside the method, so a row block would count only its own rows
-    return params["rho_scope"] == "global"
+def _counts_in_context(params: Mapping[str, Any]) -> bool:
+    # rho's counts arrive in the context (global: the whole model's; tensor: the tensor's, gathered over
+    # the blocks by the row-block loop) and the rest is element-wise
+    return True
 
 
 RAM = MethodSpec(
@@ -136,7 +141,7 @@ RAM_PLUS = MethodSpec(
     max_models=MAX_AGENTS,  # rho needs the change-pattern counts, kept for up to 16 agents
     global_overlap_param="epsilon",
     paper=PAPER + ", Eqs. 2, 6, 7",
-    row_blockable=_global_scope,
+    row_blockable=_counts_in_context,
 )
 
 RAM_PLUS_SOFT = MethodSpec(
@@ -147,5 +152,5 @@ RAM_PLUS_SOFT = MethodSpec(
     max_models=MAX_AGENTS,
     global_overlap_param="epsilon",
     paper=PAPER + ", App. E",
-    row_blockable=_global_scope,
+    row_blockable=_counts_in_context,
 )
