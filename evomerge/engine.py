@@ -234,10 +234,11 @@ DEFAULT_OVERLAP_CACHE = OverlapCache()
 
 def merge_tensor(
     name: str, base: "torch.Tensor", deltas: Sequence["torch.Tensor"], rule: MergeRule, recipe_seed: int,
-    overlaps: Mapping[float, "GlobalOverlap"],
+    overlaps: Mapping[float, "GlobalOverlap"], tensor_overlap: "GlobalOverlap | None" = None,
 ) -> "torch.Tensor":
-    """Merge one tensor with its rule's method; float32 result, same shape and device as `base`,
-    never memory shared with the operands (they are reused workspace or resident inputs)."""
+    """Merge one tensor (or one row block of it, with its whole tensor's `tensor_overlap` counts) with its
+    rule's method; float32 result, same shape and device as `base`, never memory shared with the operands
+    (they are reused workspace or resident inputs)."""
     import torch
 
     from evomerge.methods.registry import get_method
@@ -246,7 +247,8 @@ def merge_tensor(
     spec = get_method(rule.method)
     eps = _needs_global_overlap(rule)
     overlap = overlaps[eps] if eps is not None else None
-    ctx = TensorContext(name=name, seed=tensor_seed(recipe_seed, name), global_overlap=overlap)
+    ctx = TensorContext(name=name, seed=tensor_seed(recipe_seed, name), global_overlap=overlap,
+                        tensor_overlap=tensor_overlap)
     merged = spec.merge(base, deltas, rule.parameters, ctx)
     if merged.shape != base.shape or merged.dtype != torch.float32:
         raise RuntimeError(

@@ -1,32 +1,64 @@
-"""Sink 2 of the one merge path: inputs held resident on a device, merged into memory or a live model.
+"""Sink 2 of the one merge path: inputs held resident (on a device, memory-mapped, or compact), merged
+into memory, a live model, or an engine's weight-loading iterator.
 
 The search merges hundreds of candidates from the same base and agents: `ResidentMerger` reads them
 once (through the checkpoint reader, with all its checks) and each `merge*` call then reads no file.
-It is a `TensorSource` for `evomerge.engine._merged_tensors`, so its tensors equal `merge_to_disk`'s.
+It merges through the engine's `merge_tensor` (per row block where the rule allows, evomerge.row_blocks),
+so its tensors equal `merge_to_disk`'s bit for bit; tests pin that for every placement.
 """
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Literal, Mapping, Sequence
 
-from evomerge.engine import OverlapCache, Workspace, _merged_tensors, output_dtype, resolve_device
+from evomerge.engine import OverlapCache, Workspace, output_dtype, resolve_device
 from evomerge.errors import CheckpointError, RecipeError
-from evomerge.io.reader import CheckpointSet
+from evomerge.io.safetensors_format import require_little_endian
+from evomerge.io.reader import CheckpointSet, check_finite
 from evomerge.recipe import MergeRecipe
+from evomerge.row_blocks import merged_blocks, row_numel
 
 if TYPE_CHECKING:
     import torch
 
 
-class ResidentMerger:
-    """Base and agents loaded once onto a device; each `merge*` call reads no file.
+PLACEMENTS = ("device", "host_mapped", "compact")
+DEFAULT_WORKSPACE_BYTES = 512 * 2**20  # float32 operands of one row block: (agents + 1) x block
 
-    `keep='native'` (default) holds the base and the agents' weights in their stored dtype (bf16
-    for typical RL agents: half the memory of float32 task vectors) and forms τ_t = θ_t − θ_base
-    in float32 per tensor, exactly as the disk path does, so both give identical tensors.
-    `keep='float32'` stores float32 task vectors instead: more memory (for bf16 inputs, 2x) and
-    the subtraction is done once, not per merge.
+
+class ResidentMerger:
+    """Base and agents read once; each `merge*` call reads no file (mapped pages aside).
+
+    `placement` says where the inputs live (every placement gives the tensors of `evomerge merge`):
+      - 'device' (default): private copies on `device`. `keep='native'` holds the stored dtype (bf16
+        for typical RL agents) and forms τ_t = θ_t − θ_base in float32 per block, exactly as the disk
+        path does; `keep='float32'` stores float32 task vectors instead (2x the memory for bf16 inputs,
+        the subtraction done once).
+      - 'host_mapped': read-only memory maps of the safetensors files, checked once (byte order,
+        truncation, NaN/inf) and converted per block on use. The pages are the kernel's page cache, so
+        every process on a node that maps the same files shares one copy (PSS: each of k processes is
+        charged 1/k). On a GPU the blocks travel through a pinned staging buffer (untested here: no GPU).
+      - 'compact': the base as in 'device'; each agent as a packed bitmask of the entries whose stored
+        bits differ from the base's plus those entries' values (RL agents change 3-54 % of entries:
+        1/8 byte + 2 x density bytes per bf16 entry instead of 2). Operands are the base with the
+        changed values written over it: bit for bit the agent's weights.
+
+    `workspace_bytes` bounds the float32 workspace: a tensor whose rule is row-blockable
+    (`MethodSpec.row_blockable`) is merged in row blocks of at most that many operand bytes
+    (evomerge.row_blocks). Other rules merge whole tensors; the workspace then grows to
+    (agents + 1) x that tensor and stays that size (a search keeps merging it). `None`: one
+    workspace of the largest tensor (no blocks).
+
+    Memory held (the plan models these; `memory_bytes()` reports them):
+      inputs   - 'device': the inputs' bytes (x2 for float32 bf16 task vectors), private;
+                 'host_mapped': the files' pages, shared through the page cache (not in `inputs`);
+                 'compact': base bytes + per agent (numel / 8 + changed x itemsize + 8 x rows)
+      workspace - (agents + 1) x 4 x min(largest tensor, block) bytes (keep='float32': none),
+                 plus, for host_mapped on a GPU, one pinned staging buffer of a block's native bytes
+      output   - `merge` yields one merged tensor at a time in the output dtype; blocked tensors are
+                 assembled into it block by block (no float32 copy of the whole tensor).
     """
 
     def __init__(
@@ -36,69 +68,103 @@ class ResidentMerger:
         device: "str | torch.device | None" = None,
         keep: Literal["native", "float32"] = "native",
         progress: bool = False,
+        placement: Literal["device", "host_mapped", "compact"] = "device",
+        workspace_bytes: int | None = DEFAULT_WORKSPACE_BYTES,
     ):
         import torch
         from tqdm.auto import tqdm
 
         if keep not in ("native", "float32"):
             raise ValueError(f"keep must be 'native' or 'float32', got {keep!r}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+        if keep == "float32" and placement != "device":
+            raise ValueError(f"keep='float32' stores float32 task vectors on the device; placement {placement!r} "
+                             "keeps the stored dtype (use keep='native')")
+        if workspace_bytes is not None and workspace_bytes <= 0:
+            raise ValueError(f"workspace_bytes must be positive or None, got {workspace_bytes}")
         self.device = resolve_device(device)
         self.keep = keep
+        self.placement = placement
         self.base_path = _same_path_key(base) if base is not None else None
         self.model_paths = [_same_path_key(m) for m in models]
         self.overlap_cache = OverlapCache()
+        self._n_operands = len(self.model_paths) + 1
         with CheckpointSet.open(base, models) as inputs:
             self.tensor_names = inputs.tensor_names
             self.fingerprint = inputs.fingerprint
             self.dtype = inputs.reference.dtype
             self._is_float = {n: inputs.reference.tensors[n].is_float for n in self.tensor_names}
-            self._base: dict[str, torch.Tensor] = {}
-            self._models: dict[str, list[torch.Tensor]] = {}
+            self._shapes = {n: tuple(inputs.reference.tensors[n].shape) for n in self.tensor_names}
+            self._passthrough: dict[str, torch.Tensor] = {}
+            if placement == "host_mapped":
+                self._store: _Store = _MappedStore(inputs, self.device)
+            elif placement == "compact":
+                self._store = _CompactStore(self.device)
+            else:
+                self._store = _DeviceStore(self.device, keep)
             for name in tqdm(self.tensor_names, desc="loading inputs", unit="tensor", disable=not progress):
                 if not self._is_float[name]:
-                    self._base[name] = inputs.read(inputs.reference, name, self.device)
-                    continue
-                base_t = inputs.read(inputs.base, name, self.device) if inputs.base is not None else None
-                weights = [inputs.read(m, name, self.device) for m in inputs.models]
-                if keep == "float32":
-                    # the same float32 operations as the workspace path: identical task vectors
-                    base32 = (base_t.to(torch.float32) if base_t is not None
-                              else torch.zeros(weights[0].shape, device=self.device))
-                    self._base[name] = base32
-                    self._models[name] = [w.to(torch.float32, copy=True).sub_(base32) for w in weights]
+                    self._passthrough[name] = inputs.read(inputs.reference, name, self.device)
                 else:
-                    if base_t is not None:
-                        self._base[name] = base_t
-                    self._models[name] = weights
+                    self._store.load(inputs, name)
             floats = [inputs.reference.tensors[n] for n in self.tensor_names if self._is_float[n]]
             max_numel = max((info.numel for info in floats), default=0)
-        # keep='float32' hands out the resident tensors themselves; 'native' converts into a workspace
-        self.workspace = Workspace(len(self.model_paths) + 1 if keep == "native" else 0, max_numel, self.device)
+        if workspace_bytes is None:
+            self.workspace_bytes = self._n_operands * 4 * max(max_numel, 1)
+        else:
+            self.workspace_bytes = workspace_bytes
+        self._workspace_numel = 0 if keep == "float32" else min(
+            max_numel, max(self.workspace_bytes // (4 * self._n_operands), 1))
+        self.workspace = Workspace(self._n_operands if keep == "native" else 0, self._workspace_numel, self.device)
 
-    # TensorSource
+    # BlockSource (evomerge.row_blocks)
     def is_float(self, name: str) -> bool:
         return self._is_float[name]
 
-    def operands(self, name):
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._shapes[name]
+
+    def block_operands(self, name, rows):
+        import torch
+
+        shape = self._shapes[name]
+        start, stop = (0, shape[0] if shape else 1) if rows is None else rows
+        block_shape = shape if rows is None else (stop - start, *shape[1:])
+        per_row = row_numel(shape)
+        span = (start * per_row, stop * per_row)  # entries of the flattened tensor
         if self.keep == "float32":
-            return self._base[name], self._models[name]
-        models = self._models[name]
-        rows = self.workspace.rows(models[0].numel())
-        if name in self._base:
-            rows[0].copy_(self._base[name].reshape(-1))
-        else:
-            rows[0].zero_()
-        for row, weights in zip(rows[1:], models):
-            row.copy_(weights.reshape(-1))
-        rows[1:].sub_(rows[:1])  # the same float32 operations as CheckpointSource: identical task vectors
-        return rows[0].view(models[0].shape), [row.view(models[0].shape) for row in rows[1:]]
+            base, models = self._store.float32_views(name, span)
+            return base.view(block_shape), [m.view(block_shape) for m in models]
+        numel = span[1] - span[0]
+        if numel > self._workspace_numel:  # a whole tensor whose rule cannot be blocked: grow (see class doc)
+            self._workspace_numel = numel
+            self.workspace = Workspace(0, 0, self.device)  # free the old buffer before the larger one
+            self.workspace = Workspace(self._n_operands, numel, self.device)
+        rows_ = self.workspace.rows(numel)
+        self._store.fill(name, span, rows_)
+        rows_[1:].sub_(rows_[:1])  # the same float32 operations as CheckpointSource: identical task vectors
+        return rows_[0].view(block_shape), [row.view(block_shape) for row in rows_[1:]]
+
+    # TensorSource (the engine's whole-tensor protocol)
+    def operands(self, name):
+        return self.block_operands(name, None)
 
     def passthrough(self, name):
-        return self._base[name]
+        return self._passthrough[name]
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes this merger holds, by component (see the class doc); 'mapped' is shared page cache."""
+        return {
+            "inputs": self._store.private_bytes() + sum(_nbytes(t) for t in self._passthrough.values()),
+            "mapped": self._store.mapped_bytes(),
+            "workspace": _nbytes(self.workspace._stack) + _nbytes(self.workspace.staging)
+            + self._store.staging_bytes(),
+        }
 
     def resident_bytes(self) -> int:
-        tensors = list(self._base.values()) + [t for ts in self._models.values() for t in ts]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        """Private bytes of the inputs (mapped files excluded: they are shared page cache)."""
+        return self.memory_bytes()["inputs"]
 
     def _check(self, recipe: MergeRecipe) -> None:
         base = _same_path_key(recipe.base) if recipe.base is not None else None
@@ -114,8 +180,22 @@ class ResidentMerger:
 
         self._check(recipe)
         torch_dtype = getattr(torch, output_dtype(dtype, recipe, self.dtype))
-        for name, merged in _merged_tensors(self, recipe, self.overlap_cache):
-            yield name, merged.to(torch_dtype) if self._is_float[name] else merged
+        out = None
+        for name, rows, merged in self._blocks(recipe):
+            if not self._is_float[name]:
+                yield name, merged
+            elif rows is None:
+                yield name, merged.to(torch_dtype)
+            else:  # assembled in the output dtype: no float32 copy of the whole tensor
+                if rows[0] == 0:
+                    out = torch.empty(self._shapes[name], dtype=torch_dtype, device=self.device)
+                out[rows[0]:rows[1]].copy_(merged)
+                if rows[1] == self._shapes[name][0]:
+                    yield name, out
+                    out = None
+
+    def _blocks(self, recipe: MergeRecipe):
+        return merged_blocks(self, recipe, self.overlap_cache, self.workspace_bytes, self._n_operands)
 
     def merge_state_dict(self, recipe: MergeRecipe, dtype: str | None = None) -> dict[str, "torch.Tensor"]:
         return dict(self.merge(recipe, dtype))
@@ -142,7 +222,7 @@ class ResidentMerger:
                     "pass name_map= to merge_into to map checkpoint names to state-dict names"
                 )
             target = targets[key]
-            shape = tuple(self._base[name].shape if name in self._base else self._models[name][0].shape)
+            shape = self._shapes[name]
             if tuple(target.shape) != shape:
                 raise CheckpointError(
                     f"module tensor '{key}' has shape {list(target.shape)} but checkpoint tensor '{name}' "
@@ -150,8 +230,9 @@ class ResidentMerger:
                 )
             mapping[name] = target
         with torch.no_grad():
-            for name, merged in _merged_tensors(self, recipe, self.overlap_cache):
-                mapping[name].copy_(merged)
+            for name, rows, merged in self._blocks(recipe):
+                target = mapping[name] if rows is None else mapping[name][rows[0]:rows[1]]
+                target.copy_(merged)
 
 
 def _default_module_key(name: str, targets: Mapping[str, object]) -> str | None:
@@ -163,3 +244,247 @@ def _default_module_key(name: str, targets: Mapping[str, object]) -> str | None:
 
 def _same_path_key(path: str | Path) -> str:
     return str(Path(path).expanduser().resolve())
+
+
+def _nbytes(t: "torch.Tensor") -> int:
+    return t.numel() * t.element_size()
+
+
+class _Store:
+    """Where the float inputs of a ResidentMerger live. `fill(name, span, rows)` writes entries
+    [span) of the flattened base (or zeros) into rows[0] and of model t into rows[t + 1], as float32."""
+
+    def load(self, inputs: CheckpointSet, name: str) -> None: ...
+
+    def fill(self, name: str, span: tuple[int, int], rows: "torch.Tensor") -> None: ...
+
+    def float32_views(self, name: str, span: tuple[int, int]):
+        raise NotImplementedError  # only the device store keeps float32 task vectors
+
+    def private_bytes(self) -> int:
+        return 0
+
+    def mapped_bytes(self) -> int:
+        return 0
+
+    def staging_bytes(self) -> int:
+        return 0
+
+
+class _DeviceStore(_Store):
+    """Private copies on the device: native dtype, or float32 task vectors (keep='float32')."""
+
+    def __init__(self, device: "torch.device", keep: str):
+        self.device = device
+        self.keep = keep
+        self.base: dict[str, torch.Tensor] = {}  # flattened; absent without a base (zeros)
+        self.models: dict[str, list[torch.Tensor]] = {}
+
+    def load(self, inputs, name):
+        import torch
+
+        base_t = inputs.read(inputs.base, name, self.device) if inputs.base is not None else None
+        weights = [inputs.read(m, name, self.device).reshape(-1) for m in inputs.models]
+        if self.keep == "float32":
+            # the same float32 operations as the workspace path: identical task vectors
+            base32 = (base_t.reshape(-1).to(torch.float32) if base_t is not None
+                      else torch.zeros(weights[0].shape, device=self.device))
+            self.base[name] = base32
+            self.models[name] = [w.to(torch.float32, copy=True).sub_(base32) for w in weights]
+        else:
+            if base_t is not None:
+                self.base[name] = base_t.reshape(-1)
+            self.models[name] = weights
+
+    def fill(self, name, span, rows):
+        a, b = span
+        if name in self.base:
+            rows[0].copy_(self.base[name][a:b])
+        else:
+            rows[0].zero_()
+        for row, weights in zip(rows[1:], self.models[name]):
+            row.copy_(weights[a:b])
+
+    def float32_views(self, name, span):
+        a, b = span
+        return self.base[name][a:b], [m[a:b] for m in self.models[name]]
+
+    def private_bytes(self):
+        return sum(_nbytes(t) for t in self.base.values()) + sum(_nbytes(t) for ts in self.models.values() for t in ts)
+
+
+class _MappedStore(_Store):
+    """Read-only views of memory maps of the weight files, one map per file for the store's life.
+
+    MAP_SHARED and PROT_READ: the pages are the page cache itself, shared with every process mapping
+    the file, and a stray write is a fault rather than a private copy. The files must not be rewritten
+    or truncated while a merger maps them (a page past a file's new end is a SIGBUS, not an exception:
+    sizes are checked once, at load); checkpoints are written once and then only read, so this holds
+    for the search's inputs. torch.frombuffer warns about
+    non-writable buffers; the views are only ever read (copied into the workspace).
+    """
+
+    def __init__(self, inputs: CheckpointSet, device: "torch.device"):
+        self.device = device
+        self._maps: dict[Path, mmap.mmap] = {}
+        self.views: dict[str, list[torch.Tensor | None]] = {}  # per tensor: base (or None), models
+        self._staging = None  # pinned host buffer, for a GPU device
+        self._mapped = 0
+        for ckpt in inputs.all:
+            for file in ckpt.files:
+                if file not in self._maps:
+                    require_little_endian()
+                    with open(file, "rb") as fh:
+                        self._maps[file] = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+                    self._mapped += len(self._maps[file])
+
+    def _view(self, info) -> "torch.Tensor":
+        import warnings
+
+        import torch
+
+        mapped = self._maps[info.file]
+        if len(mapped) < info.offset + info.nbytes:  # a page past the end of a map is a SIGBUS
+            raise CheckpointError(f"{info.file}: file ended inside tensor '{info.name}' (truncated while in use?)")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            raw = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=info.offset)
+        return raw.view(getattr(torch, info.dtype))
+
+    def load(self, inputs, name):
+        views = []
+        for ckpt in [inputs.base, *inputs.models]:
+            if ckpt is None:
+                views.append(None)
+                continue
+            info = ckpt.tensors[name]
+            view = self._view(info)
+            check_finite(view, info.file, name)  # once, at load: the same check as every reader path
+            views.append(view)
+        self.views[name] = views
+
+    def fill(self, name, span, rows):
+        import torch
+
+        a, b = span
+        for row, view in zip(rows, self.views[name]):
+            if view is None:
+                row.zero_()
+            elif row.device.type == "cpu":
+                row.copy_(view[a:b])
+            else:  # host-streamed: through one pinned buffer, a fast host-to-device copy
+                part = view[a:b]
+                nbytes = _nbytes(part)
+                if self._staging is None or self._staging.numel() < nbytes:
+                    self._staging = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+                staged = self._staging[:nbytes].view(part.dtype)
+                staged.copy_(part)
+                row.copy_(staged)  # synchronous: the staging buffer is reused by the next fill
+
+    def mapped_bytes(self):
+        return self._mapped
+
+    def staging_bytes(self):
+        return 0 if self._staging is None else _nbytes(self._staging)
+
+
+def _int_view(t: "torch.Tensor") -> "torch.Tensor":
+    """The stored bits of `t` as integers of its size: 'changed' means different bits, so -0.0 vs 0.0
+    counts as a change and the reconstruction is bit for bit."""
+    import torch
+
+    return t.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+class CompactDelta:
+    """One agent's weights for one tensor as the entries whose stored bits differ from the base's.
+
+    mask: packed bits (uint8, little bit order: entry i is bit i % 8 of byte i // 8), values: the
+    changed entries in the stored dtype in entry order, before: number of changed entries before each
+    byte of the mask (int64 per 8 entries would be 8x the mask: kept per 4096-entry chunk instead).
+    """
+
+    CHUNK = 4096  # entries per prefix count: a block start is found from one count plus < 4096 bits
+
+    def __init__(self, base: "torch.Tensor", weights: "torch.Tensor"):
+        import torch
+
+        changed = _int_view(weights.reshape(-1)) != _int_view(base.reshape(-1))
+        self.numel = changed.numel()
+        self.values = weights.reshape(-1)[changed]
+        self.mask = _pack_bits(changed)
+        counts = changed.to(torch.int64)
+        padded = torch.nn.functional.pad(counts, (0, -self.numel % self.CHUNK))
+        self.before = torch.cat([counts.new_zeros(1), padded.view(-1, self.CHUNK).sum(1).cumsum(0)])
+
+    def nbytes(self) -> int:
+        return _nbytes(self.mask) + _nbytes(self.values) + _nbytes(self.before)
+
+    def changed(self, a: int, b: int) -> "torch.Tensor":
+        """Bool mask of entries [a, b)."""
+        first = a // 8
+        bits = _unpack_bits(self.mask[first:(b + 7) // 8])
+        return bits[a - 8 * first: b - 8 * first]
+
+    def write_over(self, row: "torch.Tensor", a: int, b: int) -> None:
+        """row (float32, entries [a, b) of the base) gets this agent's changed values at their places."""
+        chunk = a // self.CHUNK
+        lead = int(self.changed(chunk * self.CHUNK, a).sum()) if a > chunk * self.CHUNK else 0
+        start = int(self.before[chunk]) + lead
+        # masked_scatter_ takes the source's values in order, as many as the mask's set entries: no count
+        # pass, and 1.3x faster than an index_put with a boolean mask (measured, CPU)
+        row.masked_scatter_(self.changed(a, b), self.values[start:].to(row.dtype))
+
+
+def _pack_bits(mask: "torch.Tensor") -> "torch.Tensor":
+    import torch
+
+    padded = torch.nn.functional.pad(mask.to(torch.uint8), (0, -mask.numel() % 8)).view(-1, 8)
+    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=mask.device)
+    return (padded * weights).sum(1, dtype=torch.uint8)
+
+
+_UNPACK: dict = {}  # device -> (256, 8) bool table: bits of each byte value
+
+
+def _unpack_bits(packed: "torch.Tensor") -> "torch.Tensor":
+    """Bool entries of packed bytes (a table lookup per byte: faster than shifting each bit)."""
+    import torch
+
+    table = _UNPACK.get(packed.device)
+    if table is None:
+        byte = torch.arange(256, dtype=torch.uint8, device=packed.device).unsqueeze(1)
+        table = _UNPACK[packed.device] = byte.bitwise_right_shift(
+            torch.arange(8, dtype=torch.uint8, device=packed.device)).bitwise_and_(1).bool()
+    return table[packed.long()].view(-1)
+
+
+class _CompactStore(_Store):
+    """The base in its stored dtype on the device, each agent as a CompactDelta against it."""
+
+    def __init__(self, device: "torch.device"):
+        self.device = device
+        self.base: dict[str, torch.Tensor] = {}
+        self.models: dict[str, list[CompactDelta]] = {}
+
+    def load(self, inputs, name):
+        import torch
+
+        weights = [inputs.read(m, name, self.device).reshape(-1) for m in inputs.models]
+        # without a base the operands are zeros and the weights: deltas against zeros, as the disk path
+        base = (inputs.read(inputs.base, name, self.device).reshape(-1) if inputs.base is not None
+                else torch.zeros_like(weights[0]))
+        self.base[name] = base
+        self.models[name] = [CompactDelta(base, w) for w in weights]
+
+    def fill(self, name, span, rows):
+        a, b = span
+        base = self.base[name][a:b]
+        rows[0].copy_(base)
+        for row, delta in zip(rows[1:], self.models[name]):
+            row.copy_(base)
+            delta.write_over(row, a, b)
+
+    def private_bytes(self):
+        return (sum(_nbytes(t) for t in self.base.values())
+                + sum(d.nbytes() for ds in self.models.values() for d in ds))

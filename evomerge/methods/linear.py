@@ -50,4 +50,5 @@ LINEAR = MethodSpec(
     mergekit_name="linear",
     paper="Wortsman et al. 2022, 'Model soups', arXiv 2203.05482",
     check_params=_check_weights,
+    row_blockable=lambda params: True,  # element-wise
 )

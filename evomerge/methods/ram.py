@@ -77,6 +77,11 @@ def _rhos(deltas, params: Mapping[str, Any], ctx: TensorContext, method: str) ->
     epsilon = params["epsilon"]
     if params["rho_scope"] == "global":
         shared, unique = _check_global_overlap(ctx, epsilon, len(deltas), method)
+    elif ctx.tensor_overlap is not None:  # a row block: the whole tensor's counts, gathered by the caller
+        if ctx.tensor_overlap.epsilon != epsilon or len(ctx.tensor_overlap.shared) != len(deltas):
+            raise ValueError(f"{method}: tensor overlap counts for '{ctx.name}' do not match the rule "
+                             f"(epsilon {ctx.tensor_overlap.epsilon} vs {epsilon})")
+        shared, unique = ctx.tensor_overlap.shared, ctx.tensor_overlap.unique
     else:
         counts = overlap_counts(deltas, epsilon)
         shared, unique = counts.shared, counts.unique
@@ -110,6 +115,12 @@ RHO_SCOPE = ParamSpec(
     choices=("global", "tensor"),
 )
 
+def _counts_in_context(params: Mapping[str, Any]) -> bool:
+    # rho's counts arrive in the context (global: the whole model's; tensor: the tensor's, gathered over
+    # the blocks by the row-block loop) and the rest is element-wise
+    return True
+
+
 RAM = MethodSpec(
     name="ram",
     description="RAM: unchanged entries keep the base, unique changes are kept, shared changes are averaged "
@@ -118,6 +129,7 @@ RAM = MethodSpec(
     params=(EPSILON,),
     mergekit_name="ram",
     paper=PAPER + ", Eq. 7",
+    row_blockable=lambda params: True,  # element-wise
 )
 
 RAM_PLUS = MethodSpec(
@@ -129,6 +141,7 @@ RAM_PLUS = MethodSpec(
     max_models=MAX_AGENTS,  # rho needs the change-pattern counts, kept for up to 16 agents
     global_overlap_param="epsilon",
     paper=PAPER + ", Eqs. 2, 6, 7",
+    row_blockable=_counts_in_context,
 )
 
 RAM_PLUS_SOFT = MethodSpec(
@@ -139,4 +152,5 @@ RAM_PLUS_SOFT = MethodSpec(
     max_models=MAX_AGENTS,
     global_overlap_param="epsilon",
     paper=PAPER + ", App. E",
+    row_blockable=_counts_in_context,
 )

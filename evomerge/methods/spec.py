@@ -79,6 +79,9 @@ class TensorContext:
     name: str
     seed: int  # derived from the recipe seed and the tensor name: order-independent randomness
     global_overlap: GlobalOverlap | None = None  # set when the spec asks for it
+    # this tensor's own overlap counts (RAM+ rho_scope 'tensor'), set by a caller that merges the tensor in
+    # row blocks: gathered over every block in a first pass, so each block sees the whole tensor's counts
+    tensor_overlap: GlobalOverlap | None = None
 
 
 # base (float32), deltas (float32, one per model, same shape as base), resolved params, context
@@ -104,6 +107,12 @@ class MethodSpec:
     # checks that involve several parameters at once (e.g. weights that sum to zero), run at the end
     # of `resolve` on the resolved values; raises RecipeError naming `where`
     check_params: Callable[[Mapping[str, Any], str], None] | None = None
+    # True (for these resolved parameters) when merging rows [a, b) of every operand gives rows [a, b)
+    # of the whole tensor's merge, bit for bit: element-wise methods, or methods whose only whole-tensor
+    # statistics arrive in the context (RAM+'s global counts; its per-tensor counts in `tensor_overlap`,
+    # which the row-block loop gathers first for a method with `global_overlap_param`). The resident merger then merges large
+    # tensors in row blocks, bounding its workspace (evomerge.row_blocks). None: never (whole tensors).
+    row_blockable: Callable[[Mapping[str, Any]], bool] | None = None
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:

@@ -179,9 +179,14 @@ def family_member(
     def merge(base, deltas, params, ctx):
         return combine(base, deltas, params, ctx, pruning, sign_election)
 
+    def row_blockable(params):
+        # with nothing pruned (no pruning, or every density 1) the rule is element-wise; a top-k / band
+        # threshold, an L1 rescale or DARE's index-keyed draws need the whole tensor
+        return pruning == NO_PRUNING or all(d >= 1 for d in params["density"])
+
     merge.__name__ = merge.__qualname__ = f"{name}_merge"
     return MethodSpec(name=name, description=description, merge=merge, params=tuple(params), randomized=random,
-                      mergekit_name=name, paper=paper)
+                      mergekit_name=name, paper=paper, row_blockable=row_blockable)
 
 
 _DARE_PAPER = "Yu et al. 2024, 'Language Models are Super Mario' (DARE), arXiv 2311.03099"
