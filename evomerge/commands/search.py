@@ -61,7 +61,7 @@ def apply_overrides(experiment, args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from evomerge.errors import ExperimentError
     from evomerge.experiment import Experiment
-    from evomerge.runner import run_search
+    from evomerge.search.loop import run_search
 
     experiment = apply_overrides(Experiment.from_yaml(args.experiment), args)
     if args.budget is not None and args.budget < 1:
