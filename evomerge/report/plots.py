@@ -120,7 +120,8 @@ def plot_front_genes(run: RunData) -> bytes:
 
 
 def _space_for(run: RunData):
-    from evomerge.genome import SearchSpace, load_space_spec
+    from evomerge.search.space import SearchSpace
+    from evomerge.search.space_spec import load_space_spec
 
     exp = run.experiment
     try:

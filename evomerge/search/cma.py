@@ -76,13 +76,13 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from evomerge.errors import ExperimentError
-from evomerge.genome import write_option_scores
+from evomerge.search.codec import write_option_scores
 from evomerge.search.base import Optimizer, Proposal, suggest_genome
 
 if TYPE_CHECKING:
     import optuna
 
-    from evomerge.genome import SearchSpace
+    from evomerge.search.space import SearchSpace
 
 INFEASIBLE = 1e3  # added to a scalarised value per unit of normalised constraint violation (plus this offset)
 FAILED = 1e6  # a failed evaluation ranks behind everything that produced numbers

@@ -111,7 +111,8 @@ class SearchLoop:
 
     # -- setup: everything that can be wrong with the inputs is found before the run directory is written
     def _prepare(self) -> None:
-        from evomerge.genome import SearchSpace, load_space_spec
+        from evomerge.search.space import SearchSpace
+        from evomerge.search.space_spec import load_space_spec
 
         exp = self.exp
         spec = load_space_spec(exp.search_space, exp.space or None)
