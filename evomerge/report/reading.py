@@ -14,7 +14,7 @@ from evomerge.search.storage import storage_url, stored_trials
 from evomerge.yamlio import load_yaml
 
 if TYPE_CHECKING:
-    from evomerge.experiment import Experiment
+    from evomerge.search.experiment import Experiment
 
 
 @dataclass
@@ -49,7 +49,7 @@ class RunData:
 def load_run(run_dir: str | Path) -> RunData:
     from optuna.trial import TrialState
 
-    from evomerge.experiment import Experiment
+    from evomerge.search.experiment import Experiment
 
     run_dir = Path(run_dir)
     exp_file = run_dir / "experiment.yaml"

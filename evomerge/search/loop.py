@@ -43,7 +43,7 @@ from evomerge.search.storage import open_study, storage_url, stored_trials
 if TYPE_CHECKING:
     import optuna
 
-    from evomerge.experiment import Experiment
+    from evomerge.search.experiment import Experiment
     from evomerge.search.base import Optimizer
 
 log = logging.getLogger(__name__)

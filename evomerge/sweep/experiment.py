@@ -30,22 +30,18 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from evomerge.errors import ExperimentError, validation_problems
-from evomerge.experiment import Cache, Generator, Heldout, Objective, Workers, resolve_paths, with_default_kinds
+from evomerge.scoring.settings import Cache, Heldout, ScoredModels, Strict, resolve_paths
 from evomerge.yamlio import read_yaml_file
 
 _ENV_VAR = re.compile(r"\$\{(\w+)\}")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SweepMethod(_Strict):
+class SweepMethod(Strict):
     """One row of the table: a merge method, its fixed parameters and the grid over the others."""
 
     method: str
@@ -75,34 +71,26 @@ class SweepMethod(_Strict):
         return self
 
 
-class SweepBlock(_Strict):
+class SweepBlock(Strict):
     """Models merged together; the table gets a block of rows per block."""
 
     models: list[str] = Field(min_length=1)
     title: str | None = None
 
 
-class Sweep(_Strict):
+class Sweep(Strict):
     methods: dict[str, SweepMethod] = Field(min_length=1)
     blocks: dict[str, SweepBlock] | None = None  # None: one block with every model
 
 
-class ModelSet(_Strict):
+class ModelSet(ScoredModels):
+    """What changes between a CPU toy run and the paper's GPU run: `ScoredModels` (base, models, dtype,
+    objectives, generator, workers) and the table's labels and domains."""
+
     description: str = ""
     hint: str | None = None
-    base: str | None = None
-    models: dict[str, str] = Field(min_length=1)
     labels: dict[str, str] = Field(default_factory=dict)  # base / model name -> table row name
-    objectives: dict[str, Objective] = Field(min_length=1)
     domains: dict[str, list[str]] | None = None  # model -> objectives that measure it
-    generator: Generator = Field(default_factory=Generator)
-    workers: Workers = Field(default_factory=Workers)
-    dtype: Literal["float32", "float16", "bfloat16"] | None = None  # merged weights' dtype
-
-    @model_validator(mode="before")
-    @classmethod
-    def _objective_kinds(cls, data):
-        return with_default_kinds(data)
 
 
 class SweepExperiment(ModelSet):
@@ -115,6 +103,10 @@ class SweepExperiment(ModelSet):
     cache: Cache = Field(default_factory=Cache)
     seed: int = 0
 
+    yaml_order: ClassVar[tuple[str, ...]] = (
+        "description", "hint", "base", "models", "labels", "objectives", "domains", "generator", "workers", "dtype",
+        "name", "model_set", "sweep", "heldout", "cache", "seed")
+
     @model_validator(mode="after")
     def _consistent(self):
         names = set(self.models)
@@ -122,10 +114,7 @@ class SweepExperiment(ModelSet):
             raise ValueError("a model is named 'base', which clashes with the base model's row; rename it")
         if not self.heldout.enabled:
             raise ValueError("the sweep reports the held-out split; heldout.enabled: false is not supported")
-        for name, obj in self.objectives.items():
-            if obj.suite.split == self.heldout.split:
-                raise ValueError(f"objective '{name}' chooses grid points on split '{obj.suite.split}', which is "
-                                 f"also the held-out split the table reports; use different splits")
+        self.check_heldout_split(self.heldout, "chooses grid points on", "the held-out split the table reports")
         stray = sorted(set(self.labels) - names - {"base"})
         if stray:
             raise ValueError(f"labels name unknown models {stray}; models are {sorted(names)}")
@@ -166,9 +155,6 @@ class SweepExperiment(ModelSet):
     def references(self) -> dict[str, str]:
         """Row name -> checkpoint: the base (if any) and every model, each scored as it is."""
         return ({"base": self.base} if self.base else {}) | dict(self.models)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
     def with_overrides(self, *, limit: int | None = None, workers: int | None = None, worker_kind: str | None = None,
                        seed: int | None = None, cache: bool | None = None) -> "SweepExperiment":
