@@ -40,6 +40,27 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+def scored_by(run: RunData) -> list[str]:
+    """What produced the run's scores, one line per distinct producer with the suites it scored (from the
+    `scored_by` entries of references, trials and held-out scores; runs from before it was recorded: none)."""
+    entries = [r.get("scored_by") for r in run.references.values()]
+    entries += [result_of(t).get("scored_by") for t in run.trials]
+    for section in ("trials", "references"):
+        entries += [e.get("scored_by") for e in run.heldout.get(section, {}).values()]
+    suites: dict[tuple, set[str]] = {}
+    for entry in entries:
+        for suite, p in (entry or {}).items():
+            if p:
+                key = (p.get("backend"), p.get("backend_version"), p.get("dtype"), p.get("device"), p.get("sandbox"))
+                suites.setdefault(key, set()).add(suite)
+    lines = []
+    for (backend, version, dtype, device, sandbox), names in sorted(suites.items(), key=str):
+        package = "transformers" if backend == "hf" else backend
+        box = f", code sandbox {sandbox}" if sandbox else ""
+        lines.append(f"{backend} ({package} {version}), {dtype} on {device}{box}: {', '.join(sorted(names))}")
+    return lines
+
+
 def build_html(run: RunData, images: Mapping[str, bytes]) -> str:
     exp = run.experiment
     names = exp.objective_names
@@ -89,6 +110,7 @@ img {{ max-width: 100%; display: block; margin: 1em 0; }}
 objectives {esc(', '.join(f'{n} ({d})' for n, d in zip(names, run.front.get('directions', []))))}.
 Finished candidates: {len(run.trials)} of a budget of {exp.budget} ({len(run.failed)} failed{f', {run.running} still running' if run.running else ''}).
 Evaluations per fidelity: {esc(fid)}.
+Scored by: {esc('; '.join(scored_by(run)) or 'not recorded')}.
 Hypervolume {hv:.4g} against reference point {esc(str([round(x, 4) for x in ref_point]) if ref_point else '–')}.</p>
 <h2>Pareto front ({len(members)} members)</h2>
 <p class=muted>Mean ± standard error. "search" is the split the search optimised; "held-out" is the {esc(exp.heldout.split)} split,

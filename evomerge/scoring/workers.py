@@ -71,7 +71,7 @@ class Worker:
         self.generator = None
         self.suites: dict[str, Any] = {}
         self.previous_threads: int | None = None
-        self.producer: Producer | None = None
+        self.producers: dict[str, Producer] = {}  # suite -> what produces its scores on this worker
 
     def start(self) -> None:
         import torch
@@ -90,7 +90,8 @@ class Worker:
             raise WorkerStartError(f"generator {type(self.generator).__name__} cannot swap weights in place")
         make_suite = self.setup.suite_factory or default_suite_factory
         self.suites = {name: make_suite(name, SuiteConfig.model_validate(cfg)) for name, cfg in self.setup.suites.items()}
-        self.producer = describe_producer(self.setup.generator, self.generator, self.device, self.suites)
+        self.producers = {name: describe_producer(self.setup.generator, self.generator, self.device, suite)
+                          for name, suite in self.suites.items()}
         log.info("%s ready on %s in %.1f s", self.name, self.device, time.perf_counter() - t0)
 
     def run(self, job: EvalJob) -> EvalOutcome:
@@ -113,7 +114,7 @@ class Worker:
                 results[suite] = result.to_dict()
             t2 = time.perf_counter()
             return EvalOutcome(job.key, True, "ok", results, t1 - t0, t2 - t1, self.name,
-                               producers={suite: self.producer for suite in results})
+                               producers={suite: self.producers[suite] for suite in results})
         except CandidateError as exc:
             return EvalOutcome(job.key, False, str(exc), worker=self.name, merge_seconds=time.perf_counter() - t0)
         except BaseException as exc:  # noqa: BLE001 - any failure of one candidate is recorded, the run goes on
@@ -141,17 +142,13 @@ def backend_version(backend: str) -> str:
         return "unknown"
 
 
-def describe_producer(settings: Mapping[str, Any], generator: Any, device: str, suites: Mapping[str, Any]) -> Producer:
-    """What this worker's scores come from. The engine's own dtype wins over the requested one (None
-    means a device default); the sandbox mode is the one a code-running suite resolved on this machine."""
+def describe_producer(settings: Mapping[str, Any], generator: Any, device: str, suite: Any) -> Producer:
+    """What produces one suite's scores on this worker. The engine's own dtype wins over the requested one
+    (None means a device default); the sandbox mode is the one a code-running suite resolved here."""
     backend = str(settings.get("backend", "hf"))
     dtype = getattr(generator, "dtype", None) or settings.get("dtype") or "unknown"
-    sandbox = None
-    for suite in suites.values():
-        box = getattr(suite, "sandbox", None)  # the coding suite's Sandbox (built once per process)
-        if box is not None and getattr(box, "isolation", None):
-            sandbox = str(box.isolation)
-            break
+    box = getattr(suite, "sandbox", None)  # the coding suite's Sandbox (built once per process)
+    sandbox = str(box.isolation) if box is not None and getattr(box, "isolation", None) else None
     return Producer(backend, backend_version(backend), str(dtype).removeprefix("torch."), str(device), sandbox)
 
 
@@ -166,16 +163,14 @@ def _finite(weights: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
 
 
 def _checkpoint_tensors(path: str, device: str) -> Iterator[tuple[str, Any]]:
-    from safetensors import safe_open
-
-    from evomerge.checkpoint import Checkpoint
+    """A checkpoint's own tensors (a reference model), through the checkpoint reader and its checks
+    (byte order, finiteness, the header's bounds)."""
+    from evomerge.checkpoint import Checkpoint, CheckpointSet
 
     ckpt = Checkpoint.open(path)
-    for file in ckpt.files:
-        with safe_open(str(file), framework="pt", device=str(device)) as fh:
-            for name in fh.keys():
-                if name in ckpt.tensors:
-                    yield name, fh.get_tensor(name)
+    with CheckpointSet(ckpt, []) as reader:
+        for name in ckpt.tensors:
+            yield name, reader.read(ckpt, name, device)
 
 
 def _failure_reason(exc: BaseException) -> str:
