@@ -19,13 +19,13 @@ from evaluators.protocol import ItemResult, SuiteResult
 from evomerge.cli import main
 from evomerge.errors import ExperimentError
 from evomerge.sweep import choose_best, expand_grid, run_sweep, thin
-from evomerge.sweep_experiment import (
+from evomerge.sweep.experiment import (
     SweepMethod,
     load_sweep_experiment,
     parse_paths,
     sweep_experiment_from_dict,
 )
-from evomerge.tables import Score, TableBlock, TableRow, average, to_csv, to_markdown
+from evomerge.report.tables import Score, TableBlock, TableRow, average, to_csv, to_markdown
 
 AGENTS = ("coding", "tool_use", "memory")
 CALLS: list[tuple[str, str]] = []  # (suite, split) of every ScaleProbe evaluation, in this process
