@@ -37,7 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evomerge.genome import SearchSpace, load_space_spec  # noqa: E402
+from evomerge.search.space import SearchSpace
+from evomerge.search.space_spec import load_space_spec  # noqa: E402
 from evomerge.search.pareto import hypervolume, pareto_front  # noqa: E402
 
 CHECKPOINTS = (30, 60, 100, 200)
@@ -188,7 +189,8 @@ def overhead_part(args) -> None:
     import torch
 
     from evomerge.tiny_checkpoints import build_tiny_family
-    from evomerge.workers import EvalJob, Worker, WorkerSetup
+    from evomerge.scoring.outcomes import EvalJob, JobKey
+    from evomerge.scoring.workers import Worker, WorkerSetup
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -204,9 +206,9 @@ def overhead_part(args) -> None:
         space = SearchSpace.for_checkpoints(spec, str(family["base"]), models)
         rng = np.random.default_rng(0)
         shares, merges, evals = [], [], []
-        worker.run(EvalJob("warmup", ("coding",), None, None, 0, space.decode(space.sample(rng)).to_dict()))
+        worker.run(EvalJob(JobKey.trial(-1, 0), ("coding",), None, None, 0, space.decode(space.sample(rng)).to_dict()))
         for i in range(args.candidates):
-            job = EvalJob(f"c{i}", ("coding",), None, None, 0, space.decode(space.sample(rng)).to_dict())
+            job = EvalJob(JobKey.trial(i, 0), ("coding",), None, None, 0, space.decode(space.sample(rng)).to_dict())
             out = worker.run(job)
             if not out.ok:
                 print(f"candidate {i} failed: {out.reason}")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from evomerge.cli import main
-from evomerge.experiment import Experiment
+from evomerge.search.experiment import Experiment
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "experiments" / "demo.yaml"

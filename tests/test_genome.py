@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from evomerge.errors import SearchSpaceError
-from evomerge.genome import SearchSpace, layer_blocks, list_bundled_spaces, load_space_spec
+from evomerge.search.codec import layer_blocks
+from evomerge.search.space import SearchSpace
+from evomerge.search.space_spec import list_bundled_spaces, load_space_spec
 from evomerge.recipe import MergeRecipe
 
 MODELS = ["/ckpt/coding", "/ckpt/tool_use", "/ckpt/memory"]

@@ -5,7 +5,8 @@ import optuna
 import pytest
 
 from evomerge.errors import ExperimentError
-from evomerge.genome import SearchSpace, load_space_spec
+from evomerge.search.space import SearchSpace
+from evomerge.search.space_spec import load_space_spec
 from evomerge.search.cma import CMAESOptimizer, Scalarization, normalisation, weight_vectors
 from evomerge.search.optuna_samplers import OptunaOptimizer, build_sampler, resumed_seed
 from evomerge.search.pareto import hypervolume

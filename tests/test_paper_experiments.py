@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evomerge.cli import main
-from evomerge.sweep_experiment import load_sweep_experiment
+from evomerge.sweep.experiment import load_sweep_experiment
 
 PAPER = Path(__file__).resolve().parent.parent / "experiments" / "paper"
 EXPERIMENTS = ("table1_three_agents", "table2_r_sweep", "pairs")

@@ -6,9 +6,10 @@ import json
 import pytest
 
 from evomerge.errors import ExperimentError
-from evomerge.experiment import Experiment
-from evomerge.report import load_run, trial_header, trial_row, write_report
-from evomerge.runner import run_search
+from evomerge.search.experiment import Experiment
+from evomerge.report import load_run, write_report
+from evomerge.search.record import trial_header, trial_row
+from evomerge.search.loop import run_search
 
 import search_helpers as sh
 

@@ -6,8 +6,8 @@ import json
 import optuna
 import pytest
 
-from evomerge.experiment import Experiment
-from evomerge.runner import run_search
+from evomerge.search.experiment import Experiment
+from evomerge.search.loop import run_search
 from evomerge.search.pareto import dominates
 
 import search_helpers as sh

@@ -11,8 +11,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from evomerge.experiment import Experiment
-from evomerge.runner import run_search
+from evomerge.search.experiment import Experiment
+from evomerge.search.loop import run_search
 
 import search_helpers as sh
 
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
-from evomerge.experiment import Experiment
-from evomerge.runner import run_search
+from evomerge.search.experiment import Experiment
+from evomerge.search.loop import run_search
 import search_helpers as sh
 exp = Experiment.from_dict(json.load(open({exp!r})))
 run_search(exp, {run!r}, suite_factory=sh.suite_factory, progress=False, report=False)

@@ -1,8 +1,11 @@
 import pytest
 
 from evomerge.errors import ExperimentError
-from evomerge.experiment import Experiment
-from evomerge.store import EvalCache, RunStore, weights_identity, write_json_atomic
+from evomerge.atomic_files import write_json_atomic
+from evomerge.rundir import RunDir
+from evomerge.scoring.cache import EvalCache, weights_identity
+from evomerge.search.experiment import Experiment
+from evomerge.search.storage import storage_url
 
 
 def experiment(**kw):
@@ -69,7 +72,7 @@ def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
 
 
 def test_run_directory_lifecycle(tmp_path):
-    store = RunStore(tmp_path / "run")
+    store = RunDir(tmp_path / "run")
     exp = experiment()
     with pytest.raises(ExperimentError, match="no run to resume"):
         store.check_resumable(exp)
@@ -79,11 +82,12 @@ def test_run_directory_lifecycle(tmp_path):
     store.check_resumable(exp.model_copy(update={"budget": 20}))  # budget may grow
     with pytest.raises(ExperimentError, match=r"\['seed'\]"):
         store.check_resumable(experiment(seed=3))
-    assert store.storage_url.startswith("sqlite:///") and store.storage_url.endswith("run/study.db")
+    url = storage_url(tmp_path / "run")
+    assert url.startswith("sqlite:///") and url.endswith("run/study.db")
 
 
 def test_atomic_json_and_items(tmp_path):
-    store = RunStore(tmp_path)
+    store = RunDir(tmp_path)
     rel = store.write_items("trial-00001", {"0": {"coding": {"mean": 1.0}}})
     assert rel == "items/trial-00001.json" and store.read_json(rel)["0"]["coding"]["mean"] == 1.0
     write_json_atomic(tmp_path / "x.json", {"a": 1})

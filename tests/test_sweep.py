@@ -19,13 +19,13 @@ from evaluators.protocol import ItemResult, SuiteResult
 from evomerge.cli import main
 from evomerge.errors import ExperimentError
 from evomerge.sweep import choose_best, expand_grid, run_sweep, thin
-from evomerge.sweep_experiment import (
+from evomerge.sweep.experiment import (
     SweepMethod,
     load_sweep_experiment,
     parse_paths,
     sweep_experiment_from_dict,
 )
-from evomerge.tables import Score, TableBlock, TableRow, average, to_csv, to_markdown
+from evomerge.report.tables import Score, TableBlock, TableRow, average, to_csv, to_markdown
 
 AGENTS = ("coding", "tool_use", "memory")
 CALLS: list[tuple[str, str]] = []  # (suite, split) of every ScaleProbe evaluation, in this process
@@ -258,6 +258,12 @@ def test_grid_points_are_chosen_on_the_search_split_and_reported_on_the_held_out
     assert all((run / r["items_file"]).is_file() for r in grid)
     items = json.loads((run / "items" / "ref-base-test.json").read_text())
     assert [it["id"] for it in items["a"]["items"]] == ["test-0", "test-1", "test-2", "test-3"]
+    # every evaluation says what produced it (backend and version, dtype, device; no code sandbox here)
+    state = json.loads((run / "sweep.json").read_text())
+    producer = state["references"]["heldout"]["base"]["scored_by"]["a"]
+    assert {k: producer[k] for k in ("backend", "dtype", "device", "sandbox")} == \
+        {"backend": "hf", "dtype": "float32", "device": "cpu", "sandbox": None}
+    assert all(e["scored_by"]["a"] == producer for sides in state["points"].values() for e in sides.values())
 
     md = (run / "table.md").read_text()
     assert "| TA | 57.00 ± 1.29 | 57.00 ± 1.29 | 57.00 ± 0.91 | lambda=0.5 (97.00) |" in md

@@ -6,8 +6,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from evomerge.experiment import Experiment
-from evomerge.runner import run_search
+from evomerge.search.experiment import Experiment
+from evomerge.search.loop import run_search
 
 import search_helpers as sh
 

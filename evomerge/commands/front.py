@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from evomerge.errors import ExperimentError
     from evomerge.report import load_run, write_report
+    from evomerge.search.record import refresh_front
 
     if args.export is not None:
         if not args.out:
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         raise ExperimentError("--out is only used with --export ID")
     if args.report:
+        refresh_front(args.run_dir)  # the record first (held-out scores of a run killed while scoring them)
         print(f"report: {write_report(args.run_dir)}")
     run_data = load_run(args.run_dir)
     front = run_data.front
@@ -68,7 +70,7 @@ def _export(args: argparse.Namespace) -> int:
     from evomerge.recipe import MergeRecipe
     from evomerge.report import load_run
     from evomerge.search.mergekit_export import ExportError, to_mergekit
-    from evomerge.store import write_text_atomic
+    from evomerge.atomic_files import write_text_atomic
 
     run_data = load_run(args.run_dir)
     trial = run_data.trial(args.export)

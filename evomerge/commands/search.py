@@ -53,15 +53,15 @@ def apply_overrides(experiment, args: argparse.Namespace):
         update["cache"] = experiment.cache.model_copy(update={"enabled": False})
     data = {**experiment.to_dict(), **{k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v)
                                        for k, v in update.items()}}
-    from evomerge.experiment import Experiment
+    from evomerge.search.experiment import Experiment
 
     return Experiment.from_dict(data, where="command line")
 
 
 def run(args: argparse.Namespace) -> int:
     from evomerge.errors import ExperimentError
-    from evomerge.experiment import Experiment
-    from evomerge.runner import run_search
+    from evomerge.search.experiment import Experiment
+    from evomerge.search.loop import run_search
 
     experiment = apply_overrides(Experiment.from_yaml(args.experiment), args)
     if args.budget is not None and args.budget < 1:

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evomerge.sweep import run_sweep
-    from evomerge.sweep_experiment import load_sweep_experiment, parse_paths
+    from evomerge.sweep.experiment import load_sweep_experiment, parse_paths
 
     experiment = load_sweep_experiment(args.experiment, model_set=args.model_set, paths=parse_paths(args.paths))
     experiment = experiment.with_overrides(limit=args.limit, workers=args.workers, worker_kind=args.worker_kind,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 if TYPE_CHECKING:
     import optuna
 
-    from evomerge.genome import SearchSpace
+    from evomerge.search.space import SearchSpace
 
 
 @dataclass

@@ -76,60 +76,21 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from evomerge.errors import ExperimentError
-from evomerge.genome import write_option_scores
+from evomerge.search.codec import write_option_scores
 from evomerge.search.base import Optimizer, Proposal, suggest_genome
+from evomerge.search.categorical import FAILED, CategoricalDistributions
+from evomerge.search.decomposition import Scalarization, normalisation, weight_vectors
 
 if TYPE_CHECKING:
     import optuna
 
-    from evomerge.genome import SearchSpace
+    from evomerge.search.space import SearchSpace
 
 INFEASIBLE = 1e3  # added to a scalarised value per unit of normalised constraint violation (plus this offset)
-FAILED = 1e6  # a failed evaluation ranks behind everything that produced numbers
 SETTINGS = ("sigma0", "scalarizations", "weights", "rho", "scalarization", "cma_options", "share", "initial_design",
             "categorical")
 CATEGORICAL_MODES = ("distribution", "scores")
 MAX_INITIAL_DESIGN = 10_000
-
-
-@dataclass
-class Scalarization:
-    """g_w(y) for maximised objectives y (smaller g is better)."""
-
-    weights: np.ndarray
-    ideal: np.ndarray
-    scale: np.ndarray
-    kind: str = "chebyshev"
-    rho: float = 0.05
-
-    def __call__(self, y: Sequence[float]) -> float:
-        gap = self.weights * (self.ideal - np.asarray(y, float)) / self.scale
-        if self.kind == "weighted_sum":
-            return float(gap.sum())
-        return float(gap.max() + self.rho * gap.sum())
-
-
-def normalisation(reference_scores: Sequence[Sequence[float]] | None, n_obj: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ideal point and scales from the reference models' (maximised) scores: the spread of the references
-    sets the scale, and the ideal sits one scale above the best of them. Without references: accuracies
-    in [0, 1] are assumed (ideal 1, scale 1)."""
-    if not reference_scores:
-        return np.ones(n_obj), np.ones(n_obj)
-    refs = np.asarray(reference_scores, float)
-    hi, lo = refs.max(axis=0), refs.min(axis=0)
-    scale = np.maximum(hi - lo, np.maximum(0.05 * np.abs(hi), 1e-3))
-    return hi + scale, scale
-
-
-def weight_vectors(first: Sequence[float], count: int, seed: int) -> np.ndarray:
-    """`first` (normalised) and then count-1 seeded Dirichlet(1) draws on the simplex."""
-    first = np.asarray(first, float)
-    if first.sum() <= 0:
-        first = np.ones_like(first)
-    rows = [first / first.sum()]
-    rng = np.random.default_rng([seed, 7919])
-    rows += [rng.dirichlet(np.ones(len(first))) for _ in range(count - 1)]
-    return np.vstack(rows)
 
 
 def latin_hypercube(count: int, dimension: int, seed: int) -> list[np.ndarray]:
@@ -137,66 +98,6 @@ def latin_hypercube(count: int, dimension: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng([seed, 4243])
     strata = np.stack([rng.permutation(count) for _ in range(dimension)], axis=1) if count else np.zeros((0, dimension))
     return list((strata + rng.random((count, dimension))) / max(count, 1))
-
-
-class CategoricalDistributions:
-    """One categorical distribution per categorical gene (CatCMA's categorical part, Hamano et al. 2024).
-
-    `sample` draws a generation's options stratified: for each gene, the generation's uniform numbers are
-    one per equal slice of [0, 1] (in random order), so every candidate's option is still distributed as
-    q, but the generation's counts of each option are as close to count * q as they can be (variance
-    reduction, in the spirit of mirrored and orthogonal sampling for evolution strategies).
-
-    `update(options, fitness, importance)` is the information-geometric (IGO) step with the learning rate
-    CMA-ES uses for its mean (c_m = 1): the better half of the candidates, ranked by fitness (smaller is
-    better), get CMA-ES's log-rank weights, times their importance weights (failed candidates get none),
-    and each gene's distribution becomes the weighted frequency of its options among them (for a
-    categorical distribution the natural-gradient step of size 1 lands exactly there). Then CatCMA's
-    margin lifts every option to at least (1 - 0.73^(1/n)) / (k - 1) (n genes, k options), taking the
-    excess from the others in proportion, so no option is ever ruled out for good."""
-
-    def __init__(self, widths: Sequence[int]):
-        self.widths = [int(k) for k in widths]
-        n = len(self.widths)
-        self.q = [np.full(k, 1.0 / k) for k in self.widths]
-        self.margin = [(1 - 0.73 ** (1 / n)) / (k - 1) if k > 1 else 0.0 for k in self.widths]
-
-    def sample(self, count: int) -> np.ndarray:
-        """(count, genes) option indices, drawn stratified with numpy's global generator."""
-        u = (np.stack([np.random.permutation(count) for _ in self.widths], axis=1)
-             + np.random.random((count, len(self.widths)))) / max(count, 1)
-        out = np.zeros((count, len(self.widths)), int)
-        for j, q in enumerate(self.q):
-            out[:, j] = np.minimum(np.searchsorted(np.cumsum(q), u[:, j], side="right"), len(q) - 1)
-        return out
-
-    def log_probability(self, options: Sequence[int]) -> float:
-        return float(sum(math.log(q[c]) for q, c in zip(self.q, options)))
-
-    def update(self, options: Sequence[Sequence[int]], fitness: Sequence[float], importance: Sequence[float]) -> bool:
-        """One step from these candidates; False (and no change) when they carry no ranking information."""
-        n = len(fitness)
-        mu = n // 2
-        if mu < 1:
-            return False
-        order = sorted(range(n), key=lambda i: fitness[i])  # stable: ties keep the given order
-        rank_weights = math.log((n + 1) / 2) - np.log(np.arange(1, mu + 1))
-        weights = np.zeros(n)
-        for r, i in enumerate(order[:mu]):
-            weights[i] = rank_weights[r] * importance[i] if fitness[i] < FAILED else 0.0
-        if weights.sum() <= 0:
-            return False
-        weights /= weights.sum()
-        for j, q in enumerate(self.q):
-            frequency = np.zeros(len(q))
-            np.add.at(frequency, [o[j] for o in options], weights)
-            m = self.margin[j]  # CatCMA's margin correction: lift to the margin, take the excess from the rest
-            frequency = np.maximum(frequency, m)
-            total = frequency.sum()
-            if total > 1:
-                frequency -= (total - 1) * (frequency - m) / (total - m * len(q))
-            q[:] = frequency / frequency.sum()
-        return True
 
 
 @dataclass

@@ -17,7 +17,7 @@ from evomerge.search.base import Optimizer, Proposal, suggest_genome
 if TYPE_CHECKING:
     import optuna
 
-    from evomerge.genome import SearchSpace
+    from evomerge.search.space import SearchSpace
 
 # setting name -> the crossover class of optuna.samplers.nsgaii it selects
 _CROSSOVERS = {

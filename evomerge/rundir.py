@@ -1,0 +1,74 @@
+"""A run directory (search or sweep): the validated experiment it started with, per-item results, CSVs.
+
+Every JSON/CSV file is written to a temporary sibling and renamed into place (evomerge.atomic_files).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from evomerge.atomic_files import append_csv_row, write_csv_atomic, write_json_atomic, write_text_atomic
+from evomerge.errors import ExperimentError
+from evomerge.storage_checks import check_run_dir
+from evomerge.yamlio import load_yaml
+
+# Experiment fields a resumed search may change; anything else must match the stored experiment.
+RESUMABLE_CHANGES = ("budget", "workers", "cache", "heldout", "storage")
+
+
+class RunDir:
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        check_run_dir(self.dir)  # before anything is created or opened: one error naming the path
+
+    @property
+    def experiment_file(self) -> Path:
+        return self.dir / "experiment.yaml"
+
+    items_dir = property(lambda self: self.dir / "items")
+
+    def exists(self) -> bool:
+        return self.experiment_file.is_file()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def create(self, experiment: Any) -> None:
+        """`experiment`: a validated experiment (anything with `to_dict()`), stored as experiment.yaml."""
+        if self.exists():
+            raise ExperimentError(f"{self.dir}: a run already lives here; add --resume to continue it or choose another --out")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.experiment_file, yaml.safe_dump(experiment.to_dict(), sort_keys=False))
+
+    def check_resumable(self, experiment: Any, changeable: Sequence[str] = RESUMABLE_CHANGES) -> None:
+        """A resumed run must search the same thing; only the `changeable` fields (by default budget, workers,
+        cache, held-out and storage) may differ."""
+        if not self.exists():
+            raise ExperimentError(f"{self.dir}: no run to resume here (experiment.yaml is missing); drop --resume to start one")
+        stored = load_yaml(self.experiment_file.read_text())
+        now = experiment.to_dict()
+        changed = sorted(k for k in set(stored) | set(now) if k not in changeable and stored.get(k) != now.get(k))
+        if changed:
+            raise ExperimentError(
+                f"{self.dir}: cannot resume: the experiment differs from the one this run started with in {changed} "
+                f"(only {list(changeable)} may change); start a new run with another --out"
+            )
+        write_text_atomic(self.experiment_file, yaml.safe_dump(now, sort_keys=False))
+
+    # -- files -----------------------------------------------------------------------------------
+    def write_items(self, name: str, data: Mapping[str, Any]) -> str:
+        """Per-item results of one trial (or reference, or held-out evaluation); returns the relative path."""
+        path = self.items_dir / f"{name}.json"
+        write_json_atomic(path, data)
+        return str(path.relative_to(self.dir))
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads((self.dir / rel).read_text())
+
+    def rewrite_csv(self, path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        write_csv_atomic(path, header, rows)
+
+    def append_csv(self, path: Path, row: Sequence[Any]) -> None:
+        append_csv_row(path, row)
