@@ -1,6 +1,6 @@
 """A run directory (search or sweep): the validated experiment it started with, per-item results, CSVs.
 
-Every JSON/CSV file is written to a temporary sibling and renamed into place (evomerge.atomic_files).
+Every JSON/CSV file is written to a temporary sibling and renamed into place (evomerge.io.atomic).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from evomerge.atomic_files import append_csv_row, write_csv_atomic, write_json_atomic, write_text_atomic
+from evomerge.io.atomic import append_csv_row, write_csv_atomic, write_json_atomic, write_text_atomic
 from evomerge.errors import ExperimentError
 from evomerge.storage_checks import check_run_dir
 from evomerge.yamlio import load_yaml

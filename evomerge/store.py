@@ -2,14 +2,14 @@
 
 - the run directory: `evomerge.rundir.RunDir`; the search's Optuna storage: `evomerge.search.storage`;
 - the evaluation cache and its keys: `evomerge.scoring.cache`;
-- atomic writers and canonical JSON: `evomerge.atomic_files`.
+- atomic writers and canonical JSON: `evomerge.io.atomic`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from evomerge.atomic_files import canonical_json, write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401
+from evomerge.io.atomic import canonical_json, write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401
 from evomerge.rundir import RESUMABLE_CHANGES, RunDir  # noqa: F401
 from evomerge.scoring.cache import CACHE_FORMAT, EvalCache, default_cache_dir, weights_identity  # noqa: F401
 from evomerge.search.storage import STUDY_NAME, open_storage, open_study, storage_url, stored_trials

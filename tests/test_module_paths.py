@@ -38,7 +38,7 @@ def test_a_suite_summary_round_trips_exactly_and_keeps_a_missing_standard_error(
     ("evomerge.workers", "evomerge.scoring.outcomes", ["EvalJob", "EvalOutcome"]),
     ("evomerge.jobs", "evomerge.scoring.queue", ["CachedJobs"]),
     ("evomerge.store", "evomerge.scoring.cache", ["EvalCache", "weights_identity", "default_cache_dir"]),
-    ("evomerge.store", "evomerge.atomic_files", ["write_json_atomic", "canonical_json"]),
+    ("evomerge.store", "evomerge.io.atomic", ["write_json_atomic", "canonical_json"]),
     ("evomerge.report", "evomerge.search.record", ["trial_header", "trial_row", "write_front_json"]),
     ("evomerge.tables", "evomerge.report.tables", ["Score", "TableRow", "to_markdown"]),
     ("evomerge.sweep_experiment", "evomerge.sweep.experiment", ["load_sweep_experiment", "SweepExperiment"]),

@@ -1,7 +1,7 @@
 import pytest
 
 from evomerge.errors import ExperimentError
-from evomerge.atomic_files import write_json_atomic
+from evomerge.io.atomic import write_json_atomic
 from evomerge.rundir import RunDir
 from evomerge.scoring.cache import EvalCache, weights_identity
 from evomerge.search.experiment import Experiment

@@ -70,7 +70,7 @@ def _export(args: argparse.Namespace) -> int:
     from evomerge.recipe import MergeRecipe
     from evomerge.report import load_run
     from evomerge.search.mergekit_export import ExportError, to_mergekit
-    from evomerge.atomic_files import write_text_atomic
+    from evomerge.io.atomic import write_text_atomic
 
     run_data = load_run(args.run_dir)
     trial = run_data.trial(args.export)

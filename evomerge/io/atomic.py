@@ -9,11 +9,13 @@ bookkeeping files skip it (an fsync per evaluation-cache entry would cost more t
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 
 
@@ -53,7 +55,39 @@ def write_bytes_atomic(path: str | Path, data: bytes, durable: bool = False) -> 
     replace_atomically(path, lambda tmp: tmp.write_bytes(data), durable)
 
 
-def write_json_atomic(path: str | Path, data: Any, default: Callable[[Any], Any] | None = None,
+def json_default(o: Any) -> Any:
+    """The JSON form of the values the run records hold besides JSON's own: numpy scalars, sets and
+    tuples (as lists), paths (as strings)."""
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def write_json_atomic(path: str | Path, data: Any, default: Callable[[Any], Any] | None = json_default,
                       durable: bool = False) -> None:
     """`data` as indented JSON (keys in their order), newline-terminated; `default` as in json.dumps."""
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=default) + "\n", durable)
+
+
+def canonical_json(data: Any) -> str:
+    """One spelling per value (sorted keys, no spaces): what fingerprints and cache keys hash."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=json_default)
+
+
+def write_csv_atomic(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def append_csv_row(path: str | Path, row: Sequence[Any]) -> None:
+    """One row, flushed at once: `tail -f trials.csv` follows a running search."""
+    with open(path, "a", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerow(row)
+        fh.flush()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evomerge.atomic_files import write_bytes_atomic, write_text_atomic
+from evomerge.io.atomic import write_bytes_atomic, write_text_atomic
 from evomerge.report.html import build_html
 from evomerge.report.plots import PLOTS, plot_front, plot_front_genes, plot_hypervolume
 from evomerge.report.reading import RunData, load_run

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from evomerge.atomic_files import canonical_json, write_text_atomic
+from evomerge.io.atomic import canonical_json, write_text_atomic
 
 ROW_KINDS = ("base", "specialist", "method")
 

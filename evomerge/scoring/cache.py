@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from evomerge.atomic_files import canonical_json, write_json_atomic
+from evomerge.io.atomic import canonical_json, write_json_atomic
 from evomerge.scoring.outcomes import Producer
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from evomerge.atomic_files import write_json_atomic
+from evomerge.io.atomic import write_json_atomic
 from evomerge.rundir import RunDir
 
 if TYPE_CHECKING:

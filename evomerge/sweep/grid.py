@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from evomerge.atomic_files import canonical_json
+from evomerge.io.atomic import canonical_json
 from evomerge.sweep.experiment import SweepMethod
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from evomerge.atomic_files import canonical_json
+from evomerge.io.atomic import canonical_json
 from evomerge.report.tables import Score, TableBlock, TableRow, write_tables
 from evomerge.scoring.outcomes import HELDOUT, SEARCH
 from evomerge.sweep.grid import _value, describe, thin

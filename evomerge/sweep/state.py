@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from evomerge.atomic_files import write_json_atomic
+from evomerge.io.atomic import write_json_atomic
 from evomerge.scoring.outcomes import EvalOutcome, SuiteSummary, summaries_to_dict
 
 
