@@ -33,7 +33,7 @@ from evaluators.suites.base import SuiteConfig
 from evomerge.yamlio import read_yaml_file
 from evomerge.errors import ExperimentError, validation_problems
 
-OPTIMIZERS = ("nsga2", "nsga3", "cmaes", "tpe", "random")
+OPTIMIZERS = ("nsga2", "nsga3", "cmaes", "tpe", "random", "gp")
 
 
 class _Strict(BaseModel):
@@ -71,9 +71,20 @@ class Constraints(_Strict):
 
 
 class Optimizer(_Strict):
-    name: Literal["nsga2", "nsga3", "cmaes", "tpe", "random"] = "nsga2"
+    name: Literal["nsga2", "nsga3", "cmaes", "tpe", "random", "gp"] = "nsga2"
     population: int = Field(16, ge=2)  # NSGA population / CMA-ES popsize / batch size in synchronous mode
     settings: dict[str, Any] = Field(default_factory=dict)  # passed to the sampler / CMA-ES (see evomerge/search)
+
+
+class WarmStart(_Strict):
+    """Candidates the search starts from, before the optimizer proposes its own (evomerge/search/warm_start.py).
+    Each is scored like any candidate (the evaluation cache answers those already scored on the same inputs)
+    and counts against the budget."""
+
+    references: bool = False  # the base and each model, where the search space can express them as a genome
+    from_runs: list[str] = Field(default_factory=list)  # run directories (their storage's completed trials)
+    from_sweeps: list[str] = Field(default_factory=list)  # sweep run directories (their grid points)
+    limit: int | None = Field(None, ge=1)  # at most this many, best first (default: the optimizer's population)
 
 
 class Fidelity(_Strict):
@@ -148,6 +159,7 @@ class Experiment(_Strict):
     cost: Cost | None = None
     constraints: Constraints = Field(default_factory=Constraints)
     optimizer: Optimizer = Field(default_factory=Optimizer)
+    warm_start: WarmStart | None = None  # None (not {}): runs stored before this field still resume
     budget: int = Field(100, ge=1)
     fidelity: Fidelity = Field(default_factory=Fidelity)
     heldout: Heldout = Field(default_factory=Heldout)
@@ -168,6 +180,9 @@ class Experiment(_Strict):
     def _consistent(self):
         if self.cost is not None and "cost" in self.objectives:
             raise ValueError("an objective is named 'cost', which clashes with the cost objective; rename it")
+        if self.warm_start is not None and self.optimizer.name == "cmaes":
+            raise ValueError("warm_start: CMA-ES learns only from the candidates it proposed itself; use "
+                             "optimizer.settings.initial_design for its first generation, or another optimizer")
         if self.constraints.max_drop is not None and not self.references:
             raise ValueError("constraints.max_drop needs the reference scores: set references: true")
         if self.constraints.max_drop is not None and self.base is None and self.constraints.relative_to == "base":
@@ -252,6 +267,10 @@ def resolve_paths(data: dict[str, Any], root: Path) -> dict[str, Any]:
                     suite["data"] = rel(suite["data"])
             fixed[name] = obj
         data["objectives"] = fixed
+    warm = data.get("warm_start")
+    if isinstance(warm, Mapping):
+        data["warm_start"] = {**warm, **{k: [rel(p) for p in warm[k]] for k in ("from_runs", "from_sweeps")
+                                         if isinstance(warm.get(k), list)}}
     cache = data.get("cache")
     if isinstance(cache, Mapping) and isinstance(cache.get("dir"), str):
         data["cache"] = {**cache, "dir": rel(cache["dir"])}
