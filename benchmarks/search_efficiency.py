@@ -310,30 +310,28 @@ def optimizers_part(args) -> None:
 
 
 def _table(args, family, space_name, groups, space, problem) -> None:
-    curves: dict[str, list[list[float]]] = {}
-    own: dict[str, list[float]] = {}
-    budgets: dict[str, int] = {}
+    """Random search first (it sets the target), then one row per optimizer as soon as its seeds are done."""
+    target = None
     for name in ["random"] + [o for o in args.optimizers if o != "random"]:
         settings = dict(args.settings.get(name, {}))  # by default those `evomerge search` uses
         population = args.cma_population if name == "cmaes" else args.population
-        evals = min(args.evals, args.gp_evals) if name == "gp" else args.evals
-        budgets[name] = evals
-        curves[name], own[name] = [], []
+        n = min(args.evals, args.gp_evals) if name == "gp" else args.evals
+        runs, own = [], []
         for seed in range(args.seeds):
-            curve, secs = run_optimizer(name, space, problem, seed, evals, population, settings)
-            curves[name].append(curve)
-            own[name] += secs
-    target = statistics.median(c[args.evals - 1] for c in curves["random"])
-    for name in args.optimizers:
-        runs = curves[name]
-        hv = [f"{statistics.mean(r[c - 1] for r in runs):.4f}" if c <= budgets[name] else "-" for c in CHECKPOINTS]
+            curve, secs = run_optimizer(name, space, problem, seed, n, population, settings)
+            runs.append(curve)
+            own += secs
+        if target is None:
+            target = statistics.median(c[args.evals - 1] for c in runs)
+        if name not in args.optimizers:
+            continue
+        hv = [f"{statistics.mean(r[c - 1] for r in runs):.4f}" if c <= n else "-" for c in CHECKPOINTS]
         reach = [evals_to_reach(r, target) for r in runs]
-        n = budgets[name]
         med = statistics.median(x if x is not None else n + 1 for x in reach)
         med_s = f">{n}" if med > n else f"{med:g}"
         per_seed = ", ".join(str(x) if x is not None else f">{n}" for x in reach)
         print(f"| {family} | {space_name} | {groups} | {len(space.genes)} | {name} | " + " | ".join(hv) +
-              f" | {med_s} | {per_seed} | {statistics.median(own[name]) * 1e3:.1f} |", flush=True)
+              f" | {med_s} | {per_seed} | {statistics.median(own) * 1e3:.1f} |", flush=True)
 
 
 def overhead_part(args) -> None:
