@@ -1,16 +1,27 @@
-"""Search efficiency: hypervolume reached per evaluation by NSGA-II, CMA-ES and TPE against random search,
-and the per-candidate overhead of the worker (merge + weight swap) as a share of evaluation time.
+"""Search efficiency: how many evaluations each optimizer needs, on two families of problems over the real search
+spaces, and the per-candidate overhead of the worker (merge + weight swap) as a share of evaluation time.
 
-Part 1 (optimizers). A cheap objective with a known optimum over a real search space (the genes of
-`method_per_layer` or `ram_per_layer` bound to a 28-layer model): each of three objectives prefers,
-per layer group, one method and one point of that method's parameters (seeded). A group scores
-1 - 4 * mean squared distance of its genes (scaled to [0, 1]) to the preferred point, halved when the
-group uses another method; an objective is the mean over groups. Each objective's optimum is 1 (its
-own preferred genome); the objectives conflict, so there is a real front. The optimizers run through
-the same classes and protocol as `evomerge search` (synchronous generations, Optuna in-memory
-storage). Printed: mean hypervolume (reference point 0) after 30/60/100/200 evaluations, its ratio to
-random search's, and how many evaluations each optimizer needs to reach random search's 200-evaluation
-hypervolume (median over seeds; '>N' when it never does).
+Part 1 (optimizers). Every optimizer (NSGA-II, CMA-ES, TPE, random search, the Gaussian-process optimiser)
+runs through the same classes and protocol as `evomerge search` (synchronous generations, Optuna in-memory
+storage) over a real space (the genes of `method_per_layer` or `ram_per_layer` bound to a 28-layer model,
+at 4, 8 or 16 layer groups), on three objectives from one of two families:
+
+- `synthetic`: a cheap objective with a known optimum. Each of three objectives prefers, per layer group,
+  one method and one point of that method's parameters (seeded). A group scores 1 - 4 * mean squared
+  distance of its genes (scaled to [0, 1]) to the preferred point, 0.25 when the group uses another method;
+  an objective is the mean over groups. The objectives conflict, so there is a real front.
+- `surrogate`: built from real evaluations. `benchmarks/real_scores/uniform_zoo.csv` holds uniform merges of
+  the committed zoo (one method and parameter point for every tensor, drawn at random) scored on the demo's
+  three suites (64 items each); a Gaussian-process regression per objective (`ScoreSurrogate`: one-hot
+  method + parameters, fitted by marginal likelihood) predicts a uniform merge's score, and a per-layer
+  genome scores the mean over its groups of the prediction for that group's method and parameters. The
+  additivity over layer groups is this family's assumption (the zoo has 3 decoder layers, so real scores of
+  8- or 16-group genomes cannot exist); the response to each method and parameter is measured.
+
+Printed per (family, space, groups): each optimizer's mean hypervolume (reference point 0) after 30/60/100/200
+evaluations, the evaluations it needs to reach the target (random search's 200-evaluation hypervolume,
+median over seeds), median over seeds (and per seed; '>N' when it never does within its N
+evaluations), and its own time per candidate (ask + tell, wall, median over candidates and seeds).
 
 Part 2 (overhead). A worker on the tiny generated family (hidden 64, 2 layers) with the HF backend
 and a real generation-based suite (`coding` on its toy data): for candidates drawn from a search
@@ -18,13 +29,15 @@ space it merges in memory, swaps the weights in and generates; the share is
 (merge + swap) / (merge + swap + evaluation), per candidate.
 
     python benchmarks/search_efficiency.py                          # both parts, 5 seeds
-    python benchmarks/search_efficiency.py --seeds 3 --skip-overhead
+    python benchmarks/search_efficiency.py --seeds 3 --skip-overhead --family synthetic,surrogate \\
+        --space method_per_layer,ram_per_layer --groups 4,8,16 --optimizers nsga2,cmaes,tpe,random,gp
     python benchmarks/search_efficiency.py --skip-optimizers --overhead-space ram_per_layer
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -106,9 +119,125 @@ class KnownOptimumProblem:
         return values
 
 
-def run_optimizer(name: str, space: SearchSpace, problem: KnownOptimumProblem, seed: int, evals: int,
-                  population: int, settings: dict) -> list[float]:
-    """Hypervolume after each evaluation."""
+REAL_SCORES = ROOT / "benchmarks" / "real_scores" / "uniform_zoo.csv"
+OBJECTIVES = ("coding", "tool_use", "memory")
+
+
+def _rbf_gp_fit(X: np.ndarray, y: np.ndarray, blocks: list[np.ndarray]) -> dict:
+    """GP regression with a squared-exponential kernel, one length scale per block of columns; length scales,
+    signal and noise variances chosen by maximising the log marginal likelihood (L-BFGS from a few starts).
+
+    The noise is fitted, not set to the scores' standard errors: what a search maximises is the score on a
+    fixed item set, a deterministic function of the recipe (its sampling error is the same for every
+    optimizer), so the surrogate should reproduce the measured scores, not smooth them to their mean. (With
+    the measured standard errors as noise, the marginal likelihood finds no signal in these scores: on the
+    toy zoo, uniform merges differ by about one standard error.)"""
+    from scipy.optimize import minimize
+
+    mu, sd = float(y.mean()), float(y.std()) or 1.0
+    z = (y - mu) / sd
+
+    def kernel(A, B, log_ls):
+        return sum(((A[:, None, b] - B[None, :, b]) ** 2).sum(-1) * np.exp(-2 * ls) for b, ls in zip(blocks, log_ls))
+
+    def gram(theta):
+        log_ls, log_sf, log_sn = theta[:-2], theta[-2], theta[-1]
+        return np.exp(2 * log_sf) * np.exp(-0.5 * kernel(X, X, log_ls)) + (np.exp(2 * log_sn) + 1e-8) * np.eye(len(X))
+
+    def nll(theta):
+        try:
+            L = np.linalg.cholesky(gram(theta))
+        except np.linalg.LinAlgError:
+            return 1e10
+        alpha = np.linalg.solve(L.T, np.linalg.solve(L, z))
+        return float(0.5 * z @ alpha + np.log(np.diag(L)).sum())
+
+    best = None
+    for start in ([0.0] * len(blocks) + [0.0, -1.0], [1.0] * len(blocks) + [-0.5, -0.5], [-1.0] * len(blocks) + [0.0, -2.0]):
+        res = minimize(nll, np.asarray(start, float), method="L-BFGS-B",
+                       bounds=[(-3, 3)] * len(blocks) + [(-3, 2), (-4, 1)])
+        if best is None or res.fun < best.fun:
+            best = res
+    theta = best.x
+    alpha = np.linalg.solve(gram(theta), z)
+    return {"X": X, "alpha": alpha, "log_ls": theta[:-2], "log_sf": theta[-2], "log_sn": theta[-1], "mu": mu,
+            "sd": sd, "kernel": kernel}
+
+
+class ScoreSurrogate:
+    """Predicted real scores of uniform merges of the zoo (one rule for every tensor), from real measurements.
+
+    Input: a method and its parameters (as `method_per_layer` names them). Encoding: the method one-hot, then
+    every parameter of every method scaled to [0, 1] (log parameters in log space), those of other methods at
+    0.5 (they do not change the merge). One GP per objective (`_rbf_gp_fit`: one length scale for the method
+    block, one for the parameters)."""
+
+    def __init__(self, path: Path = REAL_SCORES):
+        import csv
+
+        spec = load_space_spec("method_per_layer", {"layer_groups": {"count": 1, "non_layer": "first"}})
+        self.uniform = SearchSpace(spec, base="/base", models=["/a", "/b", "/c"], model_names=list(OBJECTIVES),
+                                   num_layers=1)
+        self.methods = self.uniform.method_names
+        self.params = [g for g in self.uniform.genes if not g.categorical]
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows:
+            raise SystemExit(f"{path}: no rows")
+        X = np.array([self._encode(r["g0.method"], {g.name.split(".", 1)[1]: float(r[g.name]) for g in self.params})
+                      for r in rows])
+        blocks = [np.arange(len(self.methods)), np.arange(len(self.methods), X.shape[1])]
+        self.models = [_rbf_gp_fit(X, np.array([float(r[o]) for r in rows]), blocks) for o in OBJECTIVES]
+        self.rows = len(rows)
+        refs = json.loads(path.with_name(path.stem + "_references.json").read_text())
+        # the hypervolume's reference point, as `evomerge search` takes it: the base model's search-split scores
+        self.reference = [float(v) for v in refs["base"]["search_values"]]
+
+    def _encode(self, method: str, params: dict[str, float]) -> np.ndarray:
+        """params: '<method>.<param>' -> value, for the chosen method (others may be absent)."""
+        x = np.zeros(len(self.methods) + len(self.params))
+        x[self.methods.index(method)] = 1.0
+        for i, g in enumerate(self.params):
+            key = g.name.split(".", 1)[1]
+            x[len(self.methods) + i] = g.to_unit(params[key]) if g.method == method and key in params else 0.5
+        return x
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """(n, 3) predicted objective scores (posterior means) for encoded rows X."""
+        out = []
+        for m in self.models:
+            K = np.exp(2 * m["log_sf"]) * np.exp(-0.5 * m["kernel"](X, m["X"], m["log_ls"]))
+            out.append(m["mu"] + m["sd"] * (K @ m["alpha"]))
+        return np.stack(out, axis=1)
+
+
+class SurrogateProblem:
+    """Three objectives over a per-layer space from real scores: the mean over layer groups of the surrogate's
+    prediction for each group's method and parameters."""
+
+    def __init__(self, space: SearchSpace, surrogate: ScoreSurrogate):
+        self.space = space
+        self.surrogate = surrogate
+        self.n = len(OBJECTIVES)
+        self.reference = surrogate.reference
+        unknown = set(space.method_names) - set(surrogate.methods)
+        if unknown:
+            raise SystemExit(f"the surrogate has no scores for method(s) {sorted(unknown)}")
+
+    def __call__(self, values: dict) -> list[float]:
+        rows = []
+        for group in self.space.groups:
+            method, _ = self.space.group_rule(group, values)
+            params = {f"{method}.{g.param}": float(values[g.name]) for g in self.space.genes
+                      if g.group == group.name and g.method == method}
+            rows.append(self.surrogate._encode(method, params))
+        return [float(v) for v in self.surrogate.predict(np.asarray(rows)).mean(axis=0)]
+
+
+def run_optimizer(name: str, space: SearchSpace, problem, seed: int, evals: int,
+                  population: int, settings: dict) -> tuple[list[float], list[float]]:
+    """Hypervolume after each evaluation, and the optimizer's own seconds per candidate (ask + tell, CPU time of
+    this process: on a shared machine wall time measures the other processes too)."""
     import optuna
 
     from evomerge.search.cma import CMAESOptimizer
@@ -120,25 +249,30 @@ def run_optimizer(name: str, space: SearchSpace, problem: KnownOptimumProblem, s
         study = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=seed))
         opt = CMAESOptimizer(study, space, problem.n, population, seed, [1.0] * problem.n, None, settings)
     else:
-        study = optuna.create_study(directions=directions, sampler=build_sampler(name, population, seed, settings, False))
+        sampler = build_sampler(name, population, seed, settings, False, space=space)
+        study = optuna.create_study(directions=directions, sampler=sampler)
         opt = OptunaOptimizer(name, study, space, population)
-    points, curve = [], []
+    points, curve, own = [], [], []
     while len(points) < evals:
         batch = []
         while len(batch) < min(opt.batch_size, evals - len(points)):
+            t0 = time.process_time()
             p = opt.ask()
+            own.append(time.process_time() - t0)
             if p is None:
                 break
             batch.append(p)
-        for p in batch:
+        for i, p in enumerate(batch):
             y = problem(p.values)
+            t0 = time.process_time()
             p.trial.set_user_attr("result", {"maximised": y, "constraints": []})
             study.tell(p.number, y)
             opt.tell(p.number, y, [])
+            own[len(own) - len(batch) + i] += time.process_time() - t0
             points.append(y)
             front = [points[i] for i in pareto_front(points)]
-            curve.append(hypervolume(front, [0.0] * problem.n))
-    return curve
+            curve.append(hypervolume(front, getattr(problem, "reference", [0.0] * problem.n)))
+    return curve, own
 
 
 def evals_to_reach(curve: list[float], target: float) -> int | None:
@@ -148,41 +282,57 @@ def evals_to_reach(curve: list[float], target: float) -> int | None:
     return None
 
 
+def make_problem(family: str, space: SearchSpace, shared: float, surrogate: "ScoreSurrogate | None"):
+    if family == "synthetic":
+        return KnownOptimumProblem(space, shared=shared)
+    if family == "surrogate":
+        return SurrogateProblem(space, surrogate)
+    raise SystemExit(f"--family: unknown family {family!r} (synthetic, surrogate)")
+
+
 def optimizers_part(args) -> None:
-    spec = load_space_spec(args.space, {"layer_groups": {"count": args.groups}})
-    space = SearchSpace(spec, base="/base", models=["/a", "/b", "/c"], model_names=["coding", "tool_use", "memory"],
-                        num_layers=28)
-    problem = KnownOptimumProblem(space, shared=args.shared)
-    optima = [problem(problem.optimum_genome(k))[k] for k in range(problem.n)]
-    print(f"## Optimizers: space '{args.space}' ({len(space.genes)} genes, {space.dimension} CMA-ES coordinates), "
-          f"3 objectives (shared component {args.shared}), {args.seeds} seeds, {args.evals} evaluations")
-    print(f"known optimum of each objective: {[round(float(o), 3) for o in optima]}; hypervolume of the 3 optima "
-          f"alone: {hypervolume([problem(problem.optimum_genome(k)) for k in range(problem.n)], [0.0] * problem.n):.4f}")
-    curves: dict[str, list[list[float]]] = {}
-    seconds: dict[str, float] = {}
-    for name in args.optimizers:
-        settings = {}  # the defaults `evomerge search` uses
+    surrogate = ScoreSurrogate() if "surrogate" in args.family else None
+    if surrogate is not None:
+        print(f"surrogate: {surrogate.rows} real uniform merges of the zoo ({REAL_SCORES.relative_to(ROOT)})")
+    print(f"{args.seeds} seeds; populations: {args.population} (NSGA / TPE / random / GP batch), CMA-ES "
+          f"{args.cma_population} per scalarisation; settings {args.settings or 'the defaults'}; at most {args.gp_evals} "
+          f"evaluations per GP run\n")
+    print("| family | space | groups | genes | optimizer | " + " | ".join(f"HV@{c}" for c in CHECKPOINTS) +
+          " | evals to target (median) | per seed | own ms / candidate |")
+    print("|---|---|---|---|---|" + "---|" * len(CHECKPOINTS) + "---|---|---|")
+    for family in args.family:
+        for space_name in args.space:
+            for groups in args.groups:
+                spec = load_space_spec(space_name, {"layer_groups": {"count": groups}})
+                space = SearchSpace(spec, base="/base", models=["/a", "/b", "/c"], model_names=list(OBJECTIVES),
+                                    num_layers=28)
+                problem = make_problem(family, space, args.shared, surrogate)
+                _table(args, family, space_name, groups, space, problem)
+
+
+def _table(args, family, space_name, groups, space, problem) -> None:
+    """Random search first (it sets the target), then one row per optimizer as soon as its seeds are done."""
+    target = None
+    for name in ["random"] + [o for o in args.optimizers if o != "random"]:
+        settings = dict(args.settings.get(name, {}))  # by default those `evomerge search` uses
         population = args.cma_population if name == "cmaes" else args.population
-        t0 = time.perf_counter()
-        curves[name] = [run_optimizer(name, space, problem, seed, args.evals, population, settings)
-                        for seed in range(args.seeds)]
-        seconds[name] = (time.perf_counter() - t0) / args.seeds
-    random_final = statistics.mean(c[-1] for c in curves["random"]) if "random" in curves else None
-    cols = [c for c in CHECKPOINTS if c <= args.evals]
-    print()
-    print("| optimizer | " + " | ".join(f"HV@{c}" for c in cols) + " | " +
-          " | ".join(f"ratio@{c}" for c in cols) + f" | evals to random's HV@{args.evals} (median) | s/run |")
-    print("|---|" + "---|" * (2 * len(cols) + 2))
-    for name, runs in curves.items():
-        means = [statistics.mean(r[c - 1] for r in runs) for c in cols]
-        rnd = [statistics.mean(r[c - 1] for r in curves["random"]) for c in cols] if "random" in curves else None
-        ratios = [f"{m / r:.2f}" if rnd and r > 0 else "-" for m, r in zip(means, rnd or [0] * len(cols))]
-        reach = [evals_to_reach(r, random_final) for r in runs] if random_final else []
-        reached = sorted(x if x is not None else args.evals + 1 for x in reach)
-        med = statistics.median(reached) if reached else None
-        med_s = "-" if med is None else (f">{args.evals}" if med > args.evals else f"{med:.0f}")
-        print(f"| {name} | " + " | ".join(f"{m:.4f}" for m in means) + " | " + " | ".join(ratios) +
-              f" | {med_s} (per seed: {[x if x is not None else f'>{args.evals}' for x in reach]}) | {seconds[name]:.1f} |")
+        n = min(args.evals, args.gp_evals) if name == "gp" else args.evals
+        runs, own = [], []
+        for seed in range(args.seeds):
+            curve, secs = run_optimizer(name, space, problem, seed, n, population, settings)
+            runs.append(curve)
+            own += secs
+        if target is None:
+            target = statistics.median(c[args.evals - 1] for c in runs)
+        if name not in args.optimizers:
+            continue
+        hv = [f"{statistics.mean(r[c - 1] for r in runs):.4f}" if c <= n else "-" for c in CHECKPOINTS]
+        reach = [evals_to_reach(r, target) for r in runs]
+        med = statistics.median(x if x is not None else n + 1 for x in reach)
+        med_s = f">{n}" if med > n else f"{med:g}"
+        per_seed = ", ".join(str(x) if x is not None else f">{n}" for x in reach)
+        print(f"| {family} | {space_name} | {groups} | {len(space.genes)} | {name} | " + " | ".join(hv) +
+              f" | {med_s} | {per_seed} | {statistics.median(own) * 1e3:.1f} |", flush=True)
 
 
 def overhead_part(args) -> None:
@@ -228,15 +378,20 @@ def overhead_part(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", default="method_per_layer")
-    parser.add_argument("--groups", type=int, default=4)
+    parser.add_argument("--family", default="synthetic,surrogate", help="comma-separated: synthetic, surrogate")
+    parser.add_argument("--space", default="method_per_layer", help="comma-separated bundled spaces")
+    parser.add_argument("--groups", default="4", help="comma-separated layer-group counts")
     parser.add_argument("--shared", type=float, default=0.0,
-                        help="weight of a preference shared by all objectives (0: fully conflicting objectives)")
+                        help="synthetic family: weight of a preference shared by all objectives (0: fully conflicting)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--evals", type=int, default=200)
-    parser.add_argument("--optimizers", default="nsga2,cmaes,tpe,random")
-    parser.add_argument("--population", type=int, default=8, help="NSGA population / TPE and random batch")
+    parser.add_argument("--optimizers", default="nsga2,cmaes,tpe,random,gp")
+    parser.add_argument("--population", type=int, default=8, help="NSGA population / TPE, random and GP batch")
     parser.add_argument("--cma-population", type=int, default=6, help="CMA-ES popsize (per scalarisation)")
+    parser.add_argument("--gp-evals", type=int, default=60,
+                        help="evaluations per GP run (its ask costs seconds; the goal is judged at 40)")
+    parser.add_argument("--settings", default="{}",
+                        help='optimizer.settings per optimizer, as JSON: {"gp": {"local_searches": 3}, "tpe": {...}}')
     parser.add_argument("--skip-optimizers", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--overhead-space", default="method_per_layer")
@@ -246,6 +401,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     args.optimizers = args.optimizers.split(",")
+    args.family = args.family.split(",")
+    args.space = args.space.split(",")
+    args.groups = [int(g) for g in args.groups.split(",")]
+    args.settings = json.loads(args.settings)
     warnings.filterwarnings("ignore")
     if not args.skip_optimizers:
         optimizers_part(args)

@@ -4,4 +4,4 @@
 from evomerge.scoring.settings import (  # noqa: F401
     Cache, Generator, Heldout, Objective, ScoredModels, Workers, resolve_paths, with_default_kinds,
 )
-from evomerge.search.experiment import OPTIMIZERS, Constraints, Cost, Experiment, Fidelity, Optimizer  # noqa: F401
+from evomerge.search.experiment import OPTIMIZERS, Constraints, Cost, Experiment, Fidelity, Optimizer, WarmStart  # noqa: F401

@@ -34,7 +34,7 @@ from evomerge.scoring.settings import (Cache, Generator, Heldout, Objective, Sco
                                        resolve_paths, with_default_kinds)
 from evomerge.yamlio import read_yaml_file
 
-OPTIMIZERS = ("nsga2", "nsga3", "cmaes", "tpe", "random")
+OPTIMIZERS = ("nsga2", "nsga3", "cmaes", "tpe", "random", "gp")
 
 
 class Cost(Strict):
@@ -51,9 +51,20 @@ class Constraints(Strict):
 
 
 class Optimizer(Strict):
-    name: Literal["nsga2", "nsga3", "cmaes", "tpe", "random"] = "nsga2"
+    name: Literal["nsga2", "nsga3", "cmaes", "tpe", "random", "gp"] = "nsga2"
     population: int = Field(16, ge=2)  # NSGA population / CMA-ES popsize / batch size in synchronous mode
     settings: dict[str, Any] = Field(default_factory=dict)  # passed to the sampler / CMA-ES (see evomerge/search)
+
+
+class WarmStart(Strict):
+    """Candidates the search starts from, before the optimizer proposes its own (evomerge/search/warm_start.py).
+    Each is scored like any candidate (the evaluation cache answers those already scored on the same inputs)
+    and counts against the budget."""
+
+    references: bool = False  # the base and each model, where the search space can express them as a genome
+    from_runs: list[str] = Field(default_factory=list)  # run directories (their storage's completed trials)
+    from_sweeps: list[str] = Field(default_factory=list)  # sweep run directories (their grid points)
+    limit: int | None = Field(None, ge=1)  # at most this many, best first (default: the optimizer's population)
 
 
 class Fidelity(Strict):
@@ -80,6 +91,7 @@ class Experiment(ScoredModels):
     cost: Cost | None = None
     constraints: Constraints = Field(default_factory=Constraints)
     optimizer: Optimizer = Field(default_factory=Optimizer)
+    warm_start: WarmStart | None = None  # None (not {}): runs stored before this field still resume
     budget: int = Field(100, ge=1)
     fidelity: Fidelity = Field(default_factory=Fidelity)
     heldout: Heldout = Field(default_factory=Heldout)
@@ -98,6 +110,9 @@ class Experiment(ScoredModels):
     def _consistent(self):
         if self.cost is not None and "cost" in self.objectives:
             raise ValueError("an objective is named 'cost', which clashes with the cost objective; rename it")
+        if self.warm_start is not None and self.optimizer.name == "cmaes":
+            raise ValueError("warm_start: CMA-ES learns only from the candidates it proposed itself; use "
+                             "optimizer.settings.initial_design for its first generation, or another optimizer")
         if self.constraints.max_drop is not None and not self.references:
             raise ValueError("constraints.max_drop needs the reference scores: set references: true")
         if self.constraints.max_drop is not None and self.base is None and self.constraints.relative_to == "base":
@@ -135,6 +150,10 @@ class Experiment(ScoredModels):
         if not isinstance(data, Mapping):
             raise ExperimentError(f"{where}: expected a mapping (name, base, models, objectives, ...)")
         data = resolve_paths(dict(data), root) if root is not None else dict(data)
+        warm = data.get("warm_start")
+        if root is not None and isinstance(warm, Mapping):  # run directories are relative to the experiment file
+            data["warm_start"] = {**warm, **{k: [str(root / Path(p).expanduser()) for p in warm[k]]
+                                             for k in ("from_runs", "from_sweeps") if isinstance(warm.get(k), list)}}
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

@@ -181,10 +181,12 @@ class SearchLoop:
             optimizer = CMAESOptimizer(study, self.space, self.n_obj, opt.population, self.exp.seed,
                                        self.exp.weights(), refs, opt.settings)
         else:
-            sampler = build_sampler(opt.name, opt.population, seed, opt.settings, constrained)
+            sampler = build_sampler(opt.name, opt.population, seed, opt.settings, constrained, space=self.space)
             study = open_study(self.storage_url, sampler, self.n_obj)
             optimizer = OptunaOptimizer(opt.name, study, self.space, opt.population)
-        return study, optimizer
+        from evomerge.search.warm_start import warm_started
+
+        return study, warm_started(optimizer, study, self.space, self.exp)
 
     def _live_from(self, unfinished) -> _Live:
         live = _Live(unfinished.number, unfinished.trial, unfinished.genome,

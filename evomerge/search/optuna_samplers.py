@@ -45,12 +45,19 @@ def record_constraints(trial: "optuna.trial.Trial", constraints: Sequence[float]
 
 
 def build_sampler(name: str, population: int, seed: int, settings: Mapping[str, Any],
-                  constrained: bool) -> "optuna.samplers.BaseSampler":
-    """The Optuna sampler for `name` with the experiment's settings (unknown settings are an error)."""
+                  constrained: bool, space: "SearchSpace | None" = None) -> "optuna.samplers.BaseSampler":
+    """The Optuna sampler for `name` with the experiment's settings (unknown settings are an error).
+    `gp` needs the search space (it writes the genes of unpicked methods at their midpoint)."""
     import optuna
 
     settings = dict(settings)
     constraints = {"constraints_func": trial_constraints} if constrained and not _native_constraints() else {}
+    if name == "gp":
+        from evomerge.search.gp import build_gp_sampler
+
+        if space is None:
+            raise ValueError("build_sampler('gp', ...) needs the search space")
+        return build_gp_sampler(space, seed, settings, **constraints)
     with warnings.catch_warnings():  # NSGA-III and the crossovers are marked experimental; say it once, in the docs
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return _build(name, population, seed, settings, constraints)

@@ -1,0 +1,72 @@
+"""benchmarks/search_efficiency.py: the surrogate family built from real scores, and the optimizer driver."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import search_efficiency as se  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def truth(method, unit_params):
+    """A known response: the method sets a level, the first parameter a slope."""
+    level = {"ram": 0.6, "ram_plus": 0.62, "ties": 0.5, "dare_ties": 0.4, "task_arithmetic": 0.55}[method]
+    return [level + 0.1 * unit_params[0], level - 0.05 * unit_params[0], 0.3 + 0.01 * len(method)]
+
+
+def write_scores(tmp_path, n=60, stderr=0.002):
+    uniform = se.SearchSpace(se.load_space_spec("method_per_layer", {"layer_groups": {"count": 1, "non_layer": "first"}}),
+                             base="/b", models=["/a", "/b", "/c"], model_names=list(se.OBJECTIVES), num_layers=1)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        g = uniform.sample(rng)
+        method = g["g0.method"]
+        first = next(x for x in uniform.genes if x.method == method)
+        y = truth(method, [first.to_unit(g[first.name])])
+        row = {"trial": i, **g}
+        for o, v in zip(se.OBJECTIVES, y):
+            row[o], row[f"{o}_stderr"] = v, stderr
+        rows.append(row)
+    path = tmp_path / "scores.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (tmp_path / "scores_references.json").write_text(json.dumps({"base": {"search_values": [0.1, 0.2, 0.3]}}))
+    return path
+
+
+def test_the_surrogate_learns_a_known_response_and_a_genome_scores_the_mean_over_its_groups(tmp_path):
+    path = write_scores(tmp_path)
+    sur = se.ScoreSurrogate(path)
+    assert sur.rows == 60 and sur.reference == [0.1, 0.2, 0.3]
+    space = se.SearchSpace(se.load_space_spec("method_per_layer", {"layer_groups": {"count": 3}}), base="/b",
+                           models=["/a", "/b", "/c"], model_names=list(se.OBJECTIVES), num_layers=28)
+    problem = se.SurrogateProblem(space, sur)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        g = space.sample(rng)
+        expected = []
+        for group in space.groups:
+            method, _ = space.group_rule(group, g)
+            first = next(x for x in space.genes if x.group == group.name and x.method == method)
+            expected.append(truth(method, [first.to_unit(g[first.name])]))
+        assert np.allclose(problem(g), np.mean(expected, axis=0), atol=0.01)
+
+
+def test_every_optimizer_runs_through_the_driver():
+    space = se.SearchSpace(se.load_space_spec("method_per_layer", {"layer_groups": {"count": 2}}), base="/b",
+                           models=["/a", "/b", "/c"], model_names=list(se.OBJECTIVES), num_layers=28)
+    problem = se.KnownOptimumProblem(space)
+    for name in ("nsga2", "cmaes", "tpe", "random", "gp"):
+        settings = {"n_startup_trials": 4, "preliminary_samples": 32, "local_searches": 2} if name == "gp" else {}
+        curve, own = se.run_optimizer(name, space, problem, 0, 8, 4, settings)
+        assert len(curve) == 8 and curve == sorted(curve) and len(own) == 8 and min(own) >= 0
+    assert se.evals_to_reach([0.1, 0.2, 0.3], 0.2) == 2 and se.evals_to_reach([0.1], 0.2) is None
