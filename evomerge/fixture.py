@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 DETECT_EPSILON = 1e-5  # the paper's change threshold (Eq. 1)
 _MIN_CHANGE = 3e-5  # a downward step past an exponent boundary halves: 3e-5 / 2 still exceeds 1e-5
-CHUNK_ELEMENTS = 1 << 22  # 4M entries: temporaries of ~16 MB each
+CHUNK_ELEMENTS = 1 << 20  # 1M entries: a dozen temporaries of 4-8 MB each
 BF16_BYTES = 2
 
 
