@@ -301,8 +301,6 @@ def _refusal(req: PlanRequest, w: WorkerPlan, count: int) -> str | None:
         return (f"{count} worker(s) need {fmt_bytes(host)} of host memory ({fmt_bytes(w.total('host'))} each) but "
                 f"the node has {fmt_bytes(req.host_memory)}: use {max(0, req.host_memory // max(1, w.total('host')))} "
                 "worker(s) or fewer, or a node with more memory")
-    if w.device == "cuda" and w.engine.get("backend") == "vllm" and w.engine.get("max_num_seqs", 1) < 1:
-        return "no room for one sequence of max_model_len in the KV cache: lower max_model_len"
     return None
 
 

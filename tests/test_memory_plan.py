@@ -116,3 +116,10 @@ def test_search_experiment_on_cpu_workers(headers, tmp_path):
     assert [w["device"] for w in data["nodes"][0]["workers"]] == ["cpu", "cpu"]
     assert data["nodes"][0]["workers"][0]["engine"]["batch_size"] == 4
     assert main(["plan", str(exp), "--host-memory", "100MB"]) == 1
+
+
+def test_an_engine_larger_than_the_gpu_is_refused_whatever_the_placement(headers, capsys):
+    # 7B engine weights (14.19 GiB) + reserve (3 GiB) + context (0.59 GiB) + one 32768-token sequence > 16 GiB
+    assert main(["plan", *paper_args(headers["7b"]), "--gpus", "1", "--gpu-memory", "16GiB"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "16.00 GiB" in err and "lower max_model_len or max_num_seqs" in err
