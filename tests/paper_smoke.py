@@ -30,7 +30,6 @@ from evomerge.cli import main
 PAPER = Path(__file__).resolve().parent.parent / "experiments" / "paper"
 AGENTS = ("coding", "tool_use", "memory")
 TABLE1_METHODS = ["TIES", "RAM+"]
-TABLE1_ROWS = ["base", *AGENTS, *TABLE1_METHODS]
 GENERATION_CAP = 8
 
 
@@ -67,13 +66,21 @@ def run_table1(standins: dict[str, Path], backend: str, out: Path) -> list[dict]
     paths = ",".join(f"{k}={standins[k]}" for k in ("base", *AGENTS))
     assert main(["sweep", str(exp), "--out", str(out), "--paths", paths, "--limit", "2", "--grid-max", "1",
                  "--methods", ",".join(TABLE1_METHODS), "--no-progress", "--no-cache"]) == 0
-    with open(out / "table.csv", newline="") as fh:
+    return check_table1(out / "table.csv", backend)
+
+
+def check_table1(table_csv: Path, backend: str) -> list[dict]:
+    """Every row is there (under the model set's labels), none failed, every column scored 2 items."""
+    with open(table_csv, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert sorted(r["model"] for r in rows) == sorted(TABLE1_ROWS)  # references first, then methods by name
-    assert all(r["failure"] == "" for r in rows), [(r["model"], r["failure"]) for r in rows]
     paper = paper_model_set(backend)
+    labels = paper.get("labels", {})
+    expected = [labels.get(n, n) for n in ("base", *AGENTS)] + TABLE1_METHODS
+    assert sorted(r["model"] for r in rows) == sorted(expected), [r["model"] for r in rows]
+    assert sorted(r["kind"] for r in rows) == sorted(["base"] + ["specialist"] * 3 + ["method"] * len(TABLE1_METHODS))
+    assert all(r["failure"] == "" for r in rows), [(r["model"], r["failure"]) for r in rows]
     for objective in paper["objectives"]:
-        assert all(r[f"{objective}_n"] == "2" for r in rows if r[objective] != ""), objective
+        assert all(r[f"{objective}_n"] == "2" for r in rows), objective
     return rows
 
 
