@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "score a model on agent benchmarks (coding, tool_use, memory) and write per-item results"),
     "zoo": ("zoo", "build the tiny RL-trained agent zoo (base + coding / tool-use / memory GRPO agents)"),
     "sweep": ("sweep", "grid over merge methods and parameters, chosen on the search split: the paper's tables"),
+    "fixture": ("fixture", "write a Qwen2.5-shaped bf16 base + RL-like agents (presets tiny, 0.5b, 1.5b, 7b)"),
+    "plan": ("plan", "memory plan of an experiment per node and worker (headers only); refuses what cannot fit"),
 }
 
 
