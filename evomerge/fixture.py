@@ -38,9 +38,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from evomerge.checkpoint import (
-    CONFIG_FILE, PlannedTensor, ShardPlan, ShardWriter, parse_size, staged_output_dir, write_json,
-)
+from evomerge.io.safetensors_format import CONFIG_FILE
+from evomerge.io.staging import staged_output_dir
+from evomerge.io.writer import PlannedTensor, ShardPlan, ShardWriter, parse_size, write_json
 from evomerge.errors import EvomergeError
 
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ def _write_sparse(plan: ShardPlan, directory: Path) -> tuple[str, ...]:
     """The plan's safetensors files with their real headers and all-zero data left as holes."""
     import struct
 
-    from evomerge.checkpoint import INDEX_FILE, SAFETENSORS_DTYPES
+    from evomerge.io.safetensors_format import INDEX_FILE, SAFETENSORS_DTYPES
 
     tags = {name: tag for tag, (name, _) in SAFETENSORS_DTYPES.items()}
     names = plan.file_names()

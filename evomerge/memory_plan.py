@@ -88,7 +88,7 @@ class ModelFacts:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> "ModelFacts":
-        from evomerge.checkpoint import Checkpoint
+        from evomerge.io.reader import Checkpoint
 
         ckpt = Checkpoint.open(path)
         cfg = ckpt.config

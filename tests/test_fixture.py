@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from evomerge.checkpoint import INDEX_FILE, Checkpoint, CheckpointSet
+from evomerge.io.reader import Checkpoint, CheckpointSet
+from evomerge.io.safetensors_format import INDEX_FILE
 from evomerge.cli import main
 from evomerge.fixture import (
     PRESETS, AgentSpec, FixtureSpec, measured_densities, paper_agents, parameter_count, qwen2_tensors, write_fixture,

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from evomerge.checkpoint import parse_size
+    from evomerge.io.writer import parse_size
     from evomerge.memory_plan import PlanRequest, build_plan, format_plan
 
     base, models, methods, generator, workers = _read_experiment(args)
@@ -67,15 +67,15 @@ def _read_experiment(args):
 
     data = read_yaml_file(Path(args.experiment), EvomergeError, "experiment")
     if isinstance(data, dict) and "sweep" in data:
-        from evomerge.sweep_experiment import load_sweep_experiment, parse_paths
+        from evomerge.sweep.experiment import load_sweep_experiment, parse_paths
 
         exp = load_sweep_experiment(args.experiment, model_set=args.model_set, paths=parse_paths(args.paths))
         methods = sorted({m.method for m in exp.sweep.methods.values()})
         return exp.base, list(exp.models.values()), methods, exp.generator, exp.workers
     if args.model_set or args.paths:
         raise EvomergeError(f"{args.experiment}: --model-set and --paths apply to sweep experiments only")
-    from evomerge.experiment import Experiment
-    from evomerge.genome import load_space_spec
+    from evomerge.search.experiment import Experiment
+    from evomerge.search.space_spec import load_space_spec
 
     exp = Experiment.from_yaml(args.experiment)
     spec = load_space_spec(exp.search_space, exp.space)
