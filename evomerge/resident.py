@@ -9,14 +9,13 @@ so its tensors equal `merge_to_disk`'s bit for bit; tests pin that for every pla
 
 from __future__ import annotations
 
-import mmap
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Literal, Mapping, Sequence
 
 from evomerge.engine import OverlapCache, Workspace, output_dtype, resolve_device
 from evomerge.errors import CheckpointError, RecipeError
-from evomerge.io.safetensors_format import require_little_endian
-from evomerge.io.reader import CheckpointSet, check_finite
+from evomerge.input_stores import CompactStore, DeviceStore, InputStore, MappedStore, tensor_nbytes
+from evomerge.io.reader import CheckpointSet
 from evomerge.recipe import MergeRecipe
 from evomerge.row_blocks import merged_blocks, row_numel
 
@@ -98,11 +97,11 @@ class ResidentMerger:
             self._shapes = {n: tuple(inputs.reference.tensors[n].shape) for n in self.tensor_names}
             self._passthrough: dict[str, torch.Tensor] = {}
             if placement == "host_mapped":
-                self._store: _Store = _MappedStore(inputs, self.device)
+                self._store: InputStore = MappedStore(inputs, self.device)
             elif placement == "compact":
-                self._store = _CompactStore(self.device)
+                self._store = CompactStore(self.device)
             else:
-                self._store = _DeviceStore(self.device, keep)
+                self._store = DeviceStore(self.device, keep)
             for name in tqdm(self.tensor_names, desc="loading inputs", unit="tensor", disable=not progress):
                 if not self._is_float[name]:
                     self._passthrough[name] = inputs.read(inputs.reference, name, self.device)
@@ -126,8 +125,6 @@ class ResidentMerger:
         return self._shapes[name]
 
     def block_operands(self, name, rows):
-        import torch
-
         shape = self._shapes[name]
         start, stop = (0, shape[0] if shape else 1) if rows is None else rows
         block_shape = shape if rows is None else (stop - start, *shape[1:])
@@ -156,9 +153,9 @@ class ResidentMerger:
     def memory_bytes(self) -> dict[str, int]:
         """Bytes this merger holds, by component (see the class doc); 'mapped' is shared page cache."""
         return {
-            "inputs": self._store.private_bytes() + sum(_nbytes(t) for t in self._passthrough.values()),
+            "inputs": self._store.private_bytes() + sum(tensor_nbytes(t) for t in self._passthrough.values()),
             "mapped": self._store.mapped_bytes(),
-            "workspace": _nbytes(self.workspace._stack) + _nbytes(self.workspace.staging)
+            "workspace": tensor_nbytes(self.workspace._stack) + tensor_nbytes(self.workspace.staging)
             + self._store.staging_bytes(),
         }
 
@@ -244,247 +241,3 @@ def _default_module_key(name: str, targets: Mapping[str, object]) -> str | None:
 
 def _same_path_key(path: str | Path) -> str:
     return str(Path(path).expanduser().resolve())
-
-
-def _nbytes(t: "torch.Tensor") -> int:
-    return t.numel() * t.element_size()
-
-
-class _Store:
-    """Where the float inputs of a ResidentMerger live. `fill(name, span, rows)` writes entries
-    [span) of the flattened base (or zeros) into rows[0] and of model t into rows[t + 1], as float32."""
-
-    def load(self, inputs: CheckpointSet, name: str) -> None: ...
-
-    def fill(self, name: str, span: tuple[int, int], rows: "torch.Tensor") -> None: ...
-
-    def float32_views(self, name: str, span: tuple[int, int]):
-        raise NotImplementedError  # only the device store keeps float32 task vectors
-
-    def private_bytes(self) -> int:
-        return 0
-
-    def mapped_bytes(self) -> int:
-        return 0
-
-    def staging_bytes(self) -> int:
-        return 0
-
-
-class _DeviceStore(_Store):
-    """Private copies on the device: native dtype, or float32 task vectors (keep='float32')."""
-
-    def __init__(self, device: "torch.device", keep: str):
-        self.device = device
-        self.keep = keep
-        self.base: dict[str, torch.Tensor] = {}  # flattened; absent without a base (zeros)
-        self.models: dict[str, list[torch.Tensor]] = {}
-
-    def load(self, inputs, name):
-        import torch
-
-        base_t = inputs.read(inputs.base, name, self.device) if inputs.base is not None else None
-        weights = [inputs.read(m, name, self.device).reshape(-1) for m in inputs.models]
-        if self.keep == "float32":
-            # the same float32 operations as the workspace path: identical task vectors
-            base32 = (base_t.reshape(-1).to(torch.float32) if base_t is not None
-                      else torch.zeros(weights[0].shape, device=self.device))
-            self.base[name] = base32
-            self.models[name] = [w.to(torch.float32, copy=True).sub_(base32) for w in weights]
-        else:
-            if base_t is not None:
-                self.base[name] = base_t.reshape(-1)
-            self.models[name] = weights
-
-    def fill(self, name, span, rows):
-        a, b = span
-        if name in self.base:
-            rows[0].copy_(self.base[name][a:b])
-        else:
-            rows[0].zero_()
-        for row, weights in zip(rows[1:], self.models[name]):
-            row.copy_(weights[a:b])
-
-    def float32_views(self, name, span):
-        a, b = span
-        return self.base[name][a:b], [m[a:b] for m in self.models[name]]
-
-    def private_bytes(self):
-        return sum(_nbytes(t) for t in self.base.values()) + sum(_nbytes(t) for ts in self.models.values() for t in ts)
-
-
-class _MappedStore(_Store):
-    """Read-only views of memory maps of the weight files, one map per file for the store's life.
-
-    MAP_SHARED and PROT_READ: the pages are the page cache itself, shared with every process mapping
-    the file, and a stray write is a fault rather than a private copy. The files must not be rewritten
-    or truncated while a merger maps them (a page past a file's new end is a SIGBUS, not an exception:
-    sizes are checked once, at load); checkpoints are written once and then only read, so this holds
-    for the search's inputs. torch.frombuffer warns about
-    non-writable buffers; the views are only ever read (copied into the workspace).
-    """
-
-    def __init__(self, inputs: CheckpointSet, device: "torch.device"):
-        self.device = device
-        self._maps: dict[Path, mmap.mmap] = {}
-        self.views: dict[str, list[torch.Tensor | None]] = {}  # per tensor: base (or None), models
-        self._staging = None  # pinned host buffer, for a GPU device
-        self._mapped = 0
-        for ckpt in inputs.all:
-            for file in ckpt.files:
-                if file not in self._maps:
-                    require_little_endian()
-                    with open(file, "rb") as fh:
-                        self._maps[file] = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-                    self._mapped += len(self._maps[file])
-
-    def _view(self, info) -> "torch.Tensor":
-        import warnings
-
-        import torch
-
-        mapped = self._maps[info.file]
-        if len(mapped) < info.offset + info.nbytes:  # a page past the end of a map is a SIGBUS
-            raise CheckpointError(f"{info.file}: file ended inside tensor '{info.name}' (truncated while in use?)")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*not writable.*")
-            raw = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=info.offset)
-        return raw.view(getattr(torch, info.dtype))
-
-    def load(self, inputs, name):
-        views = []
-        for ckpt in [inputs.base, *inputs.models]:
-            if ckpt is None:
-                views.append(None)
-                continue
-            info = ckpt.tensors[name]
-            view = self._view(info)
-            check_finite(view, info.file, name)  # once, at load: the same check as every reader path
-            views.append(view)
-        self.views[name] = views
-
-    def fill(self, name, span, rows):
-        import torch
-
-        a, b = span
-        for row, view in zip(rows, self.views[name]):
-            if view is None:
-                row.zero_()
-            elif row.device.type == "cpu":
-                row.copy_(view[a:b])
-            else:  # host-streamed: through one pinned buffer, a fast host-to-device copy
-                part = view[a:b]
-                nbytes = _nbytes(part)
-                if self._staging is None or self._staging.numel() < nbytes:
-                    self._staging = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-                staged = self._staging[:nbytes].view(part.dtype)
-                staged.copy_(part)
-                row.copy_(staged)  # synchronous: the staging buffer is reused by the next fill
-
-    def mapped_bytes(self):
-        return self._mapped
-
-    def staging_bytes(self):
-        return 0 if self._staging is None else _nbytes(self._staging)
-
-
-def _int_view(t: "torch.Tensor") -> "torch.Tensor":
-    """The stored bits of `t` as integers of its size: 'changed' means different bits, so -0.0 vs 0.0
-    counts as a change and the reconstruction is bit for bit."""
-    import torch
-
-    return t.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-
-
-class CompactDelta:
-    """One agent's weights for one tensor as the entries whose stored bits differ from the base's.
-
-    mask: packed bits (uint8, little bit order: entry i is bit i % 8 of byte i // 8), values: the
-    changed entries in the stored dtype in entry order, before: number of changed entries before each
-    byte of the mask (int64 per 8 entries would be 8x the mask: kept per 4096-entry chunk instead).
-    """
-
-    CHUNK = 4096  # entries per prefix count: a block start is found from one count plus < 4096 bits
-
-    def __init__(self, base: "torch.Tensor", weights: "torch.Tensor"):
-        import torch
-
-        changed = _int_view(weights.reshape(-1)) != _int_view(base.reshape(-1))
-        self.numel = changed.numel()
-        self.values = weights.reshape(-1)[changed]
-        self.mask = _pack_bits(changed)
-        counts = changed.to(torch.int64)
-        padded = torch.nn.functional.pad(counts, (0, -self.numel % self.CHUNK))
-        self.before = torch.cat([counts.new_zeros(1), padded.view(-1, self.CHUNK).sum(1).cumsum(0)])
-
-    def nbytes(self) -> int:
-        return _nbytes(self.mask) + _nbytes(self.values) + _nbytes(self.before)
-
-    def changed(self, a: int, b: int) -> "torch.Tensor":
-        """Bool mask of entries [a, b)."""
-        first = a // 8
-        bits = _unpack_bits(self.mask[first:(b + 7) // 8])
-        return bits[a - 8 * first: b - 8 * first]
-
-    def write_over(self, row: "torch.Tensor", a: int, b: int) -> None:
-        """row (float32, entries [a, b) of the base) gets this agent's changed values at their places."""
-        chunk = a // self.CHUNK
-        lead = int(self.changed(chunk * self.CHUNK, a).sum()) if a > chunk * self.CHUNK else 0
-        start = int(self.before[chunk]) + lead
-        # masked_scatter_ takes the source's values in order, as many as the mask's set entries: no count
-        # pass, and 1.3x faster than an index_put with a boolean mask (measured, CPU)
-        row.masked_scatter_(self.changed(a, b), self.values[start:].to(row.dtype))
-
-
-def _pack_bits(mask: "torch.Tensor") -> "torch.Tensor":
-    import torch
-
-    padded = torch.nn.functional.pad(mask.to(torch.uint8), (0, -mask.numel() % 8)).view(-1, 8)
-    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=mask.device)
-    return (padded * weights).sum(1, dtype=torch.uint8)
-
-
-_UNPACK: dict = {}  # device -> (256, 8) bool table: bits of each byte value
-
-
-def _unpack_bits(packed: "torch.Tensor") -> "torch.Tensor":
-    """Bool entries of packed bytes (a table lookup per byte: faster than shifting each bit)."""
-    import torch
-
-    table = _UNPACK.get(packed.device)
-    if table is None:
-        byte = torch.arange(256, dtype=torch.uint8, device=packed.device).unsqueeze(1)
-        table = _UNPACK[packed.device] = byte.bitwise_right_shift(
-            torch.arange(8, dtype=torch.uint8, device=packed.device)).bitwise_and_(1).bool()
-    return table[packed.long()].view(-1)
-
-
-class _CompactStore(_Store):
-    """The base in its stored dtype on the device, each agent as a CompactDelta against it."""
-
-    def __init__(self, device: "torch.device"):
-        self.device = device
-        self.base: dict[str, torch.Tensor] = {}
-        self.models: dict[str, list[CompactDelta]] = {}
-
-    def load(self, inputs, name):
-        import torch
-
-        weights = [inputs.read(m, name, self.device).reshape(-1) for m in inputs.models]
-        # without a base the operands are zeros and the weights: deltas against zeros, as the disk path
-        base = (inputs.read(inputs.base, name, self.device).reshape(-1) if inputs.base is not None
-                else torch.zeros_like(weights[0]))
-        self.base[name] = base
-        self.models[name] = [CompactDelta(base, w) for w in weights]
-
-    def fill(self, name, span, rows):
-        a, b = span
-        base = self.base[name][a:b]
-        rows[0].copy_(base)
-        for row, delta in zip(rows[1:], self.models[name]):
-            row.copy_(base)
-            delta.write_over(row, a, b)
-
-    def private_bytes(self):
-        return (sum(_nbytes(t) for t in self.base.values())
-                + sum(d.nbytes() for ds in self.models.values() for d in ds))

@@ -13,7 +13,8 @@ from evomerge.engine import merge_to_disk
 from evomerge.errors import CheckpointError
 from evomerge.methods.registry import METHODS, get_method
 from evomerge.recipe import MergeRecipe
-from evomerge.resident import PLACEMENTS, CompactDelta, ResidentMerger, _pack_bits, _unpack_bits
+from evomerge.input_stores import CompactDelta, pack_bits, unpack_bits
+from evomerge.resident import PLACEMENTS, ResidentMerger
 from evomerge.row_blocks import row_blocks, rule_row_blockable
 
 # rows x cols chosen so small workspaces split them into ragged blocks; a 1-D tensor; an integer buffer
@@ -178,7 +179,7 @@ def test_compact_delta_rebuilds_the_weights_bit_for_bit():
 
 def test_bit_packing_round_trips():
     mask = torch.rand(1000) < 0.4
-    assert torch.equal(_unpack_bits(_pack_bits(mask))[:1000], mask)
+    assert torch.equal(unpack_bits(pack_bits(mask))[:1000], mask)
 
 
 def test_compact_and_mapped_memory_accounting(family):
