@@ -99,6 +99,16 @@ def test_magnitude_prune_keeps_exactly_k_without_ties():
     assert magnitude_prune(x, 1.0) is None
 
 
+def test_counts_are_mergekits_int_of_the_float_product():
+    """k = int(density * n) in float arithmetic, as mergekit 0.1.5: 0.29 * 100 = 28.999999999999996 keeps 28."""
+    x = torch.randn(100, generator=torch.Generator().manual_seed(3))
+    assert int(magnitude_prune(x, 0.29).count_nonzero()) == 28
+    assert int(outlier_band_prune(x, 0.29, 0.0).count_nonzero()) == 28
+    assert int(magnitude_prune(x, 0.57).count_nonzero()) == 56  # 56.99999999999999
+    assert int(magnitude_prune(x, 0.001).count_nonzero()) == 1  # TIES keeps at least one entry
+    assert int(outlier_band_prune(x, 0.001, 0.0).count_nonzero()) == 0  # Breadcrumbs does not
+
+
 def test_magnitude_prune_keeps_the_lowest_indices_among_ties():
     x = torch.tensor([3.0, -2.0, 2.0, 1.0, -2.0])
     assert magnitude_prune(x, 0.4).tolist() == [3.0, -2.0, 0.0, 0.0, 0.0]  # k = 2: only the first |2|
