@@ -14,8 +14,8 @@ it leaves ties unspecified), over the row-major flat index:
     equal magnitudes the lower flat index counts as the smaller, so at the bottom edge the highest
     tied indices are kept and at the outlier edge the lowest.
 The selection is built from exact operations only (counts, comparisons, ordered index lists), never
-from an order that torch.sort / topk / kthvalue leave unspecified, so the kept set is the same on
-every device and for every thread count.
+from an order that torch.sort / topk / kthvalue leave unspecified, so the kept set does not depend on
+the device or the thread count (tests: thread counts; CPU against CUDA where a GPU is present).
 
 Speed (the search merges hundreds of times): the threshold magnitude and the positions tied with it
 come from a radix selection (`top_cuts`) instead of mergekit's full argsort (`torch.quantile` fails above
@@ -152,8 +152,8 @@ def outlier_band_prune(delta: torch.Tensor, density: float, gamma: float) -> tor
     As in mergekit, the kept entries are positions [n_bottom, n_bottom + n_keep) of |delta| sorted in
     ascending order, n_bottom = max(0, n - n_keep - int(gamma * n)) (when density + gamma > 1 fewer
     outliers are dropped); the sort is stable (module docstring), so among equal magnitudes the lower
-    flat index counts as the smaller. Computed as the n - n_bottom largest minus the n - n_bottom - n_keep
-    largest, ties at both edges keeping the highest flat indices.
+    flat index counts as the smaller. Computed as the n - n_bottom largest entries minus the
+    n - n_bottom - n_keep largest, each of these two sets taking the highest flat indices among its ties.
     """
     if density >= 1:
         return None
