@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from evomerge.methods.registry import get_method
@@ -98,9 +99,21 @@ def test_magnitude_prune_keeps_exactly_k_without_ties():
     assert magnitude_prune(x, 1.0) is None
 
 
-def test_magnitude_prune_keeps_every_entry_tied_at_the_threshold():
-    x = torch.tensor([3.0, -2.0, 2.0, 1.0])
-    assert magnitude_prune(x, 0.5).tolist() == [3.0, -2.0, 2.0, 0.0]  # k = 2, both |2| kept
+def test_counts_are_mergekits_int_of_the_float_product():
+    """k = int(density * n) in float arithmetic, as mergekit 0.1.5: 0.29 * 100 = 28.999999999999996 keeps 28."""
+    x = torch.randn(100, generator=torch.Generator().manual_seed(3))
+    assert int(magnitude_prune(x, 0.29).count_nonzero()) == 28
+    assert int(outlier_band_prune(x, 0.29, 0.0).count_nonzero()) == 28
+    assert int(magnitude_prune(x, 0.57).count_nonzero()) == 56  # 56.99999999999999
+    assert int(magnitude_prune(x, 0.001).count_nonzero()) == 1  # TIES keeps at least one entry
+    assert int(outlier_band_prune(x, 0.001, 0.0).count_nonzero()) == 0  # Breadcrumbs does not
+
+
+def test_magnitude_prune_keeps_the_lowest_indices_among_ties():
+    x = torch.tensor([3.0, -2.0, 2.0, 1.0, -2.0])
+    assert magnitude_prune(x, 0.4).tolist() == [3.0, -2.0, 0.0, 0.0, 0.0]  # k = 2: only the first |2|
+    assert magnitude_prune(x, 0.6).tolist() == [3.0, -2.0, 2.0, 0.0, 0.0]  # k = 3
+    assert magnitude_prune(x.reshape(1, 5), 0.4).tolist() == [[3.0, -2.0, 0.0, 0.0, 0.0]]
 
 
 def test_magnitude_prune_of_a_sparse_vector_keeps_its_non_zeros():
@@ -136,6 +149,17 @@ def test_outlier_band_prune_keeps_the_rank_band():
     ranks = x.abs().argsort().argsort()  # 0 = smallest
     band = (ranks >= 1000 - 600 - 50) & (ranks < 1000 - 50)
     assert torch.equal(pruned, torch.where(band, x, 0))
+
+
+def test_outlier_band_prune_breaks_ties_as_a_stable_ascending_sort():
+    # ascending stable order of |x|: 1(i3) 2(i1) 2(i2) 2(i4) 3(i0) 3(i5); n = 6, keep int(0.5 * 6) = 3,
+    # int(0.2 * 6) = 1 outlier, 2 at the bottom: positions [2, 5) = i2, i4, i0 (the first 3 is kept)
+    x = torch.tensor([3.0, -2.0, 2.0, 1.0, -2.0, -3.0])
+    assert outlier_band_prune(x, 0.5, 0.2).tolist() == [3.0, 0.0, 2.0, 0.0, -2.0, 0.0]
+    # no outlier (gamma 0): positions [3, 6) = i4, i0, i5
+    assert outlier_band_prune(x, 0.5, 0.0).tolist() == [3.0, 0.0, 0.0, 0.0, -2.0, -3.0]
+    # no bottom (density + gamma = 1): positions [0, 4) = i3, i1, i2, i4
+    assert outlier_band_prune(x, 4 / 6, 2 / 6).tolist() == [0.0, -2.0, 2.0, 1.0, -2.0, 0.0]
 
 
 def test_breadcrumbs_ties_elects_signs_after_pruning():
@@ -274,8 +298,168 @@ def _seed(t):
     return model_seed(CTX.seed, t)
 
 
-def test_kth_smallest_equals_kthvalue():
-    from evomerge.methods.sparsify import kth_smallest
+# -- exact counts and the tie rule of magnitude pruning ----------------------------------------------
+
+
+def stable_top(x: torch.Tensor, k: int) -> torch.Tensor:
+    """mergekit 0.1.5's `magnitude` with a stable argsort: x on the first k of a stable descending sort."""
+    flat = x.reshape(-1)
+    keep = torch.zeros_like(flat)
+    keep[torch.argsort(flat.abs(), descending=True, stable=True)[:k]] = 1
+    return (flat * keep).view_as(x)
+
+
+def stable_band(x: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
+    """mergekit 0.1.5's `magnitude_outliers` with a stable sort."""
+    flat = x.reshape(-1)
+    n = flat.numel()
+    n_keep = int(density * n)
+    bottom = max(0, n - n_keep - int(gamma * n))
+    keep = torch.zeros_like(flat)
+    keep[torch.sort(flat.abs(), stable=True).indices[bottom:bottom + n_keep]] = 1
+    return (flat * keep).view_as(x)
+
+
+def bf16_task_vector(shape, generator, levels=None, zero_fraction=0.0):
+    """agent - base of bf16 weights, in float32 as the engine computes it: quantised, so ties are common.
+    `levels`: draw from that many magnitudes only (massive ties)."""
+    base = (torch.randn(shape, generator=generator) * 0.05).to(torch.bfloat16)
+    if levels is None:
+        step = torch.randn(shape, generator=generator) * 0.01
+    else:  # +-1..levels steps of 0.004
+        step = torch.randint(1, levels + 1, shape, generator=generator) * 0.004
+        step *= torch.randint(0, 2, shape, generator=generator) * 2 - 1
+    agent = (base.float() + step).to(torch.bfloat16)
+    unchanged = torch.rand(shape, generator=generator) < zero_fraction
+    agent[unchanged] = base[unchanged]
+    return agent.float() - base.float()
+
+
+# shapes on both sides of sparsify._SMALL (the radix selection's threshold)
+BF16_SHAPES = ((24, 40), (300, 256), (1000,))
+
+
+def test_magnitude_prune_keeps_exactly_k_on_bf16_task_vectors():
+    g = torch.Generator().manual_seed(5)
+    for shape in BF16_SHAPES:
+        for levels in (None, 3, 40):
+            delta = bf16_task_vector(shape, g, levels)
+            n = delta.numel()
+            assert delta.count_nonzero() > 0.9 * n
+            magnitude = delta.abs().reshape(-1)
+            for density in (0.001, 0.2, 0.5, 0.85):
+                k = max(1, int(density * n))
+                pruned = magnitude_prune(delta, density)
+                assert int(pruned.count_nonzero()) == k, (shape, levels, density)
+                assert torch.equal(pruned, stable_top(delta, k)), (shape, levels, density)
+                # the bug this guards against: the k-th magnitude is tied, so "keep every |x| >= it" keeps more
+                if levels == 3 and density == 0.2:
+                    threshold = torch.kthvalue(magnitude, n - k + 1).values
+                    assert int((magnitude >= threshold).sum()) > 1.5 * k
+
+
+def test_outlier_band_prune_keeps_exactly_its_count_on_bf16_task_vectors():
+    g = torch.Generator().manual_seed(6)
+    for shape in BF16_SHAPES:
+        for levels in (None, 3, 40):
+            delta = bf16_task_vector(shape, g, levels)
+            n = delta.numel()
+            for density, gamma in ((0.2, 0.01), (0.5, 0.1), (0.6, 0.0), (0.8, 0.3), (0.9, 0.1)):
+                pruned = outlier_band_prune(delta, density, gamma)
+                expected = stable_band(delta, density, gamma)
+                assert int(pruned.count_nonzero()) == int(expected.count_nonzero()), (shape, levels, density, gamma)
+                assert torch.equal(pruned, expected), (shape, levels, density, gamma)
+                if delta.count_nonzero() == n:
+                    assert int(pruned.count_nonzero()) == int(density * n)
+
+
+def test_pruning_of_sparse_tied_vectors_follows_the_stable_sort():
+    """Most entries zero (a sparse task vector): thresholds on zeros, and on subnormals just above them."""
+    g = torch.Generator().manual_seed(7)
+    for shape in BF16_SHAPES:
+        delta = bf16_task_vector(shape, g, levels=4, zero_fraction=0.7)
+        tiny = delta.clone()
+        tiny.view(-1)[:200] = torch.tensor([1e-40, -1e-40]).repeat(100)
+        for x in (delta, tiny):
+            n = x.numel()
+            for density in (0.1, 0.3, 0.5, 0.75):
+                assert torch.equal(magnitude_prune(x, density), stable_top(x, max(1, int(density * n))))
+                for gamma in (0.01, 0.2):
+                    assert torch.equal(outlier_band_prune(x, density, gamma), stable_band(x, density, gamma))
+
+
+def test_pruning_works_in_any_float_dtype_and_layout():
+    g = torch.Generator().manual_seed(8)
+    delta = bf16_task_vector((300, 256), g, levels=5)
+    for x in (delta.to(torch.bfloat16), delta.to(torch.float16), delta.double(), delta.t()):
+        n = x.numel()
+        assert torch.equal(magnitude_prune(x, 0.3), stable_top(x, int(0.3 * n))), (x.dtype, x.is_contiguous())
+        assert torch.equal(outlier_band_prune(x, 0.3, 0.05), stable_band(x, 0.3, 0.05)), x.dtype
+
+
+def test_pruning_is_the_same_for_every_thread_count():
+    g = torch.Generator().manual_seed(9)
+    delta = bf16_task_vector((512, 512), g, levels=6)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n_threads in (1, 2, 4):
+            torch.set_num_threads(n_threads)
+            results.append((magnitude_prune(delta, 0.2), outlier_band_prune(delta, 0.3, 0.02)))
+    finally:
+        torch.set_num_threads(threads)
+    for top, band in results[1:]:
+        assert torch.equal(top, results[0][0]) and torch.equal(band, results[0][1])
+
+
+@pytest.mark.cuda
+def test_pruning_on_cuda_equals_the_cpu():
+    g = torch.Generator().manual_seed(10)
+    for shape in BF16_SHAPES:
+        delta = bf16_task_vector(shape, g, levels=5)
+        on_gpu = delta.cuda()
+        for density in (0.2, 0.5):
+            assert torch.equal(magnitude_prune(on_gpu, density).cpu(), magnitude_prune(delta, density))
+            assert torch.equal(outlier_band_prune(on_gpu, density, 0.05).cpu(), outlier_band_prune(delta, density, 0.05))
+
+
+def test_ties_merge_of_one_bf16_agent_keeps_exactly_k():
+    g = torch.Generator().manual_seed(11)
+    delta = bf16_task_vector((300, 256), g, levels=3)
+    merged = merge("ties", {"density": 0.2}, (delta,))
+    assert int(merged.count_nonzero()) == int(0.2 * delta.numel())
+    assert torch.equal(merged, stable_top(delta, int(0.2 * delta.numel())))
+
+
+def test_committed_zoo_tensors_keep_exactly_k_at_density_0_2():
+    """The zoo's bf16 agents: before exact k, TIES kept up to 4x k entries of some tensors (norm weights)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    zoo = Path(__file__).resolve().parent.parent / "zoo"
+    base = load_file(zoo / "base" / "model.safetensors")
+    excess_before = 1.0
+    for agent in ("coding", "tool_use", "memory"):
+        state = load_file(zoo / agent / "model.safetensors")
+        for name, b in base.items():
+            delta = state[name].float() - b.float()
+            n = delta.numel()
+            k = max(1, int(0.2 * n))
+            magnitude = delta.abs().reshape(-1)
+            threshold = torch.kthvalue(magnitude, n - k + 1).values
+            if threshold == 0:  # fewer than k non-zeros: all kept
+                assert torch.equal(magnitude_prune(delta, 0.2), delta)
+                continue
+            excess_before = max(excess_before, int((magnitude >= threshold).sum()) / k)
+            pruned = magnitude_prune(delta, 0.2)
+            assert int(pruned.count_nonzero()) == k, (agent, name)
+            assert torch.equal(pruned, stable_top(delta, k)), (agent, name)
+    assert excess_before > 2  # the zoo really has the ties this test is about
+
+
+def test_top_cuts_thresholds_equal_kthvalue():
+    from evomerge.methods.sparsify import top_cuts
 
     g = torch.Generator().manual_seed(4)
     n = 200_000  # above the size where the radix path starts
@@ -286,5 +470,12 @@ def test_kth_smallest_equals_kthvalue():
     tiny[:100] = torch.tensor(1e-40)  # subnormals just above the zeros
     for values in (dense, sparse, tied, tiny):
         ranks = [1, 2, 77, n // 10, n // 10 + 1, n // 2, n - 3, n]
-        assert kth_smallest(values, ranks) == [torch.kthvalue(values, r).values.item() for r in ranks]
-    assert kth_smallest(dense.reshape(400, 500), [1234]) == [torch.kthvalue(dense, 1234).values.item()]
+        for keep_low in (True, False):
+            cuts = top_cuts(values, ranks, keep_low)
+            assert [c.threshold for c in cuts] == [torch.kthvalue(values, n - r + 1).values.item() for r in ranks]
+            for cut, r in zip(cuts, ranks):
+                if cut.threshold > 0:
+                    assert torch.equal(cut.tied, torch.nonzero(values == cut.threshold).view(-1))
+                    assert int((values > cut.threshold).sum()) + cut.tied_kept == r
+    (cut,) = top_cuts(dense.reshape(400, 500), [1234])
+    assert cut.threshold == torch.kthvalue(dense, n - 1234 + 1).values.item()

@@ -4,4 +4,6 @@
 # tensors for the same recipe and inputs (e.g. another random stream for DARE), so that scores of the
 # old tensors are never reused.
 # 2: DARE's CPU masks come from numpy SFC64 streams (keep_draws.py) instead of torch's mt19937
-NUMERICS_VERSION = 2
+# 3: TIES and Breadcrumbs keep exactly their count of entries; ties in magnitude go to the lower flat
+#    index (sparsify.py) instead of every entry tied with the threshold being kept
+NUMERICS_VERSION = 3
