@@ -6,6 +6,7 @@ Every JSON/CSV file is written to a temporary sibling and renamed into place (ev
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -15,6 +16,8 @@ from evomerge.io.atomic import append_csv_row, write_csv_atomic, write_json_atom
 from evomerge.errors import ExperimentError
 from evomerge.storage_checks import check_run_dir
 from evomerge.yamlio import load_yaml
+
+LOCK_FILE = "run.lock"  # held (flock) by the one process working in the run directory; holds its pid
 
 # Experiment fields a resumed search may change; anything else must match the stored experiment.
 RESUMABLE_CHANGES = ("budget", "workers", "cache", "heldout", "storage")
@@ -35,6 +38,12 @@ class RunDir:
         return self.experiment_file.is_file()
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def lock(self) -> "RunLock":
+        """Hold the run directory for this process (created if missing): a second process working in it
+        (a second `--resume` of a running run) would score the first one's running trials again."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return RunLock.acquire(self.dir / LOCK_FILE)
+
     def create(self, experiment: Any) -> None:
         """`experiment`: a validated experiment (anything with `to_dict()`), stored as experiment.yaml."""
         if self.exists():
@@ -72,3 +81,32 @@ class RunDir:
 
     def append_csv(self, path: Path, row: Sequence[Any]) -> None:
         append_csv_row(path, row)
+
+
+class RunLock:
+    """An exclusive `flock` on the run directory's lock file, held until `release()` or the process ends
+    (the kernel drops it when the process dies, kill -9 included, so a stale file never blocks a resume)."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self._fd = path, fd
+
+    @classmethod
+    def acquire(cls, path: Path) -> "RunLock":
+        import fcntl
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ExperimentError(f"{path.parent}: another evomerge process (pid {holder}) is running this run; "
+                                  f"wait for it to end or stop it before resuming") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None

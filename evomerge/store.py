@@ -12,7 +12,7 @@ from pathlib import Path
 from evomerge.io.atomic import canonical_json, write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401
 from evomerge.rundir import RESUMABLE_CHANGES, RunDir  # noqa: F401
 from evomerge.scoring.cache import CACHE_FORMAT, EvalCache, default_cache_dir, weights_identity  # noqa: F401
-from evomerge.search.storage import STUDY_NAME, open_storage, open_study, storage_url, stored_trials
+from evomerge.search.storage import STUDY_NAME, open_storage, open_study, storage_url, stored_trials, study_name  # noqa: F401
 
 
 class RunStore(RunDir):
@@ -26,7 +26,7 @@ class RunStore(RunDir):
         return open_storage(self.storage_url)
 
     def study(self, sampler, n_objectives: int):
-        return open_study(self.storage_url, sampler, n_objectives)
+        return open_study(self.storage_url, study_name(self.dir), sampler, n_objectives)
 
     def existing_trials(self) -> int:
-        return len(stored_trials(self.storage_url))
+        return len(stored_trials(self.storage_url, study_name(self.dir)))

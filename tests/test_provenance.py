@@ -12,6 +12,7 @@ from evomerge.scoring.outcomes import Producer
 from evomerge.scoring.workers import backend_version, describe_producer
 from evomerge.search.experiment import Experiment
 from evomerge.search.loop import run_search
+from evomerge.search.storage import study_name
 
 import search_helpers as sh
 
@@ -49,7 +50,7 @@ def test_every_score_of_a_search_names_its_producer_also_when_it_comes_from_the_
         run_dir = tmp_path / name
         refs = json.loads((run_dir / "references.json").read_text())
         assert refs["base"]["scored_by"] == {s: HF_CPU for s in ("coding", "tool_use", "memory")}
-        study = optuna.load_study(study_name="evomerge", storage=f"sqlite:///{run_dir / 'study.db'}")
+        study = optuna.load_study(study_name=study_name(run_dir), storage=f"sqlite:///{run_dir / 'study.db'}")
         results = [t.user_attrs["result"] for t in study.get_trials() if t.state.name == "COMPLETE"]
         assert results and all(r["scored_by"]["coding"] == HF_CPU for r in results)
         heldout = json.loads((run_dir / "heldout.json").read_text())

@@ -9,6 +9,7 @@ import pytest
 from evomerge.search.experiment import Experiment
 from evomerge.search.loop import run_search
 from evomerge.search.pareto import dominates
+from evomerge.search.storage import study_name
 
 import search_helpers as sh
 
@@ -21,7 +22,7 @@ def run(family, tmp_path, name="run", **overrides):
 
 
 def trials(run_dir):
-    study = optuna.load_study(study_name="evomerge", storage=f"sqlite:///{run_dir / 'study.db'}")
+    study = optuna.load_study(study_name=study_name(run_dir), storage=f"sqlite:///{run_dir / 'study.db'}")
     return study.get_trials()
 
 

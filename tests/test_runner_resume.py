@@ -23,6 +23,7 @@ import json, sys
 sys.path.insert(0, {tests!r})
 from evomerge.search.experiment import Experiment
 from evomerge.search.loop import run_search
+from evomerge.search.storage import study_name
 import search_helpers as sh
 exp = Experiment.from_dict(json.load(open({exp!r})))
 run_search(exp, {run!r}, suite_factory=sh.suite_factory, progress=False, report=False)
@@ -37,7 +38,7 @@ def finished_rows(path: Path) -> list[dict]:
 
 
 def study_trials(run_dir: Path):
-    return optuna.load_study(study_name="evomerge", storage=f"sqlite:///{run_dir / 'study.db'}").get_trials()
+    return optuna.load_study(study_name=study_name(run_dir), storage=f"sqlite:///{run_dir / 'study.db'}").get_trials()
 
 
 @pytest.mark.parametrize("optimizer,fidelity", [

@@ -8,6 +8,7 @@ import pytest
 
 from evomerge.search.experiment import Experiment
 from evomerge.search.loop import run_search
+from evomerge.search.storage import study_name
 
 import search_helpers as sh
 
@@ -29,7 +30,7 @@ def ray_cluster():
 
 
 def trials(run_dir):
-    return optuna.load_study(study_name="evomerge", storage=f"sqlite:///{run_dir / 'study.db'}").get_trials()
+    return optuna.load_study(study_name=study_name(run_dir), storage=f"sqlite:///{run_dir / 'study.db'}").get_trials()
 
 
 def test_ray_pool_gives_the_same_trials_as_the_local_pool_in_sync_mode(ray_cluster, tiny_family, tmp_path):

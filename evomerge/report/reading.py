@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from evomerge.errors import ExperimentError
 from evomerge.search.record import evaluations_per_rung
-from evomerge.search.storage import storage_url, stored_trials
+from evomerge.search.storage import storage_url, stored_trials, study_name
 from evomerge.yamlio import load_yaml
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def load_run(run_dir: str | Path) -> RunData:
     if not exp_file.is_file():
         raise ExperimentError(f"{run_dir}: not a search run directory (no experiment.yaml)")
     exp = Experiment.from_dict(load_yaml(exp_file.read_text()), where=str(exp_file))
-    all_trials = stored_trials(storage_url(run_dir, exp.storage))
+    all_trials = stored_trials(storage_url(run_dir, exp.storage), study_name(run_dir))
     trials = [t for t in all_trials if t.state in (TrialState.COMPLETE, TrialState.FAIL) and not t.user_attrs.get("discarded")]
     trials.sort(key=lambda t: (t.datetime_complete or dt.datetime.min, t.number))
     running = sum(t.state == TrialState.RUNNING for t in all_trials)

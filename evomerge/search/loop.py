@@ -38,7 +38,8 @@ from evomerge.search.pareto import hypervolume, pareto_front
 from evomerge.search.record import HYPERVOLUME_HEADER, RunRecord, evaluations_per_rung, trial_header, trial_row, \
     write_front_json
 from evomerge.search.resume import DISCARDED, recover
-from evomerge.search.storage import open_study, storage_url, stored_trials
+from evomerge.search.storage import new_study_name, open_study, storage_url, stored_trials, study_name, \
+    write_study_name
 
 if TYPE_CHECKING:
     import optuna
@@ -114,6 +115,7 @@ class SearchLoop:
         from evomerge.io.hub import with_local_checkpoints
         from evomerge.search.space import SearchSpace
         from evomerge.search.space_spec import load_space_spec
+        from evomerge.search.warm_start import load_warm_start
 
         self.exp = exp = with_local_checkpoints(self.exp)  # Hub ids -> snapshot dirs, one commit for every worker
         spec = load_space_spec(exp.search_space, exp.space or None)
@@ -121,17 +123,34 @@ class SearchLoop:
         paths = ([exp.base] if exp.base else []) + list(exp.models.values())
         self.scoring = Scoring.for_experiment(exp, paths, suite_factory=self.suite_factory,
                                               generator_factory=self.generator_factory)
-        if self.resume:
-            self.record.check_resumable(exp)
-        else:
-            self.record.create(exp)
         self.setup = self.scoring.worker_setup(exp.base, list(exp.models.values()))
+        check_suites(self.setup)
+        check_optimizer(exp, self.space)
+        self.warm_candidates = load_warm_start(exp, self.space)
+        self.lock = self.record.lock()  # before reading or writing the run: one process per run directory
+        try:
+            if self.resume:
+                self.record.check_resumable(exp)
+                self.study_name = study_name(self.record.dir)
+            else:
+                self.record.create(exp)
+                self.study_name = new_study_name(exp.name)
+                write_study_name(self.record.dir, self.study_name)
+        except BaseException:
+            self.lock.release()
+            raise
         self.genes = [g.name for g in self.space.genes]
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         t0 = time.perf_counter()
         self._prepare()
+        try:
+            return self._run(t0)
+        finally:
+            self.lock.release()
+
+    def _run(self, t0: float) -> RunSummary:
         self.pool = self._pool if self._pool is not None else self.scoring.open_pool(self.setup)
         self.jobs = self.scoring.queue(self.pool)
         try:
@@ -171,22 +190,24 @@ class SearchLoop:
 
         opt = self.exp.optimizer
         constrained = self.exp.constraints.max_drop is not None
-        existing = len(stored_trials(self.storage_url)) if self.resume else 0
+        existing = len(stored_trials(self.storage_url, self.study_name)) if self.resume else 0
+        metrics = [n if sign > 0 else f"{n} (negated)" for n, sign in zip(self.exp.objective_names, self.signs)]
         seed = resumed_seed(self.exp.seed, existing)
         if opt.name == "cmaes":
             from evomerge.search.cma import CMAESOptimizer
 
-            study = open_study(self.storage_url, optuna.samplers.RandomSampler(seed=seed), self.n_obj)
+            study = open_study(self.storage_url, self.study_name, optuna.samplers.RandomSampler(seed=seed), self.n_obj,
+                               metrics)
             refs = [np.asarray(r["search_values"]) * self.signs for r in self.references.values()] or None
             optimizer = CMAESOptimizer(study, self.space, self.n_obj, opt.population, self.exp.seed,
                                        self.exp.weights(), refs, opt.settings)
         else:
             sampler = build_sampler(opt.name, opt.population, seed, opt.settings, constrained, space=self.space)
-            study = open_study(self.storage_url, sampler, self.n_obj)
+            study = open_study(self.storage_url, self.study_name, sampler, self.n_obj, metrics)
             optimizer = OptunaOptimizer(opt.name, study, self.space, opt.population)
         from evomerge.search.warm_start import warm_started
 
-        return study, warm_started(optimizer, study, self.space, self.exp)
+        return study, warm_started(optimizer, study, self.space, self.exp, self.warm_candidates)
 
     def _live_from(self, unfinished) -> _Live:
         live = _Live(unfinished.number, unfinished.trial, unfinished.genome,
@@ -269,11 +290,11 @@ class SearchLoop:
         self._enqueue_rung(self._register(proposal))
 
     def _resume_live(self, live: _Live) -> None:
-        if live.rung in live.results:
-            self._decide(live)
+        if live.rung in live.results:  # stopped between rungs: decide again on the rung it finished
+            self._decide(live)  # promoted: `_decide` queues the next rung (queueing it here too ran it twice)
             if live.done:
                 self._finish(live)
-                return
+            return
         self._enqueue_rung(live)
 
     def _enqueue_rung(self, live: _Live) -> None:
@@ -423,6 +444,31 @@ class SearchLoop:
                                   "scored_by": outcome.producers_dict()}
             self.record.write_heldout(done)
         self._write_front(done["trials"])
+
+
+def check_suites(setup) -> None:
+    """Every objective's suite can be built (an unknown kind or bad settings fail here, not in the workers
+    after the run directory exists). With the default factory only the suite class is resolved: building
+    a suite may load its data set, which the workers do anyway."""
+    from evaluators.registry import suite_class
+    from evaluators.suites.base import SuiteConfig
+
+    for name, cfg in setup.suites.items():
+        config = SuiteConfig.model_validate(cfg)
+        if setup.suite_factory is None:
+            suite_class(config.kind)
+        else:
+            setup.suite_factory(name, config)
+
+
+def check_optimizer(exp: "Experiment", space) -> None:
+    """The optimizer's settings are valid (the sampler is built once and dropped)."""
+    from evomerge.search.optuna_samplers import build_sampler
+
+    opt = exp.optimizer
+    if opt.name != "cmaes":
+        build_sampler(opt.name, opt.population, exp.seed, opt.settings, exp.constraints.max_drop is not None,
+                      space=space)
 
 
 def run_search(experiment: "Experiment", run_dir: str | Path, **kwargs) -> RunSummary:

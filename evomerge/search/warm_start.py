@@ -143,7 +143,7 @@ def run_candidates(run_dir: str | Path, space: "SearchSpace", where: str = "warm
 
     from evomerge.io.yaml_files import read_yaml_file
     from evomerge.search.experiment import Experiment
-    from evomerge.search.storage import storage_url
+    from evomerge.search.storage import storage_url, study_name
 
     run_dir = Path(run_dir)
     exp_file = run_dir / "experiment.yaml"
@@ -152,10 +152,11 @@ def run_candidates(run_dir: str | Path, space: "SearchSpace", where: str = "warm
     other = Experiment.from_dict(read_yaml_file(exp_file, ExperimentError, "experiment"), where=str(exp_file))
     _check_same_inputs(other.base, other.models, space, f"{where}: {run_dir}")
     url = storage_url(run_dir, other.storage)
-    names = optuna.study.get_all_study_names(storage=url)
-    if len(names) != 1:
-        raise ExperimentError(f"{where}: {run_dir}: expected one study in {url}, found {names or 'none'}")
-    study = optuna.load_study(study_name=names[0], storage=url)
+    name = study_name(run_dir)
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        raise ExperimentError(f"{where}: {run_dir}: its study {name!r} is not in {url}") from None
     top = len(other.fidelity.rungs) - 1
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -313,12 +314,15 @@ class WarmStartOptimizer(Optimizer):
         return self.inner.pending_after_restore(trial)
 
 
-def warm_started(optimizer: Optimizer, study: "optuna.Study", space: "SearchSpace", exp: "Experiment") -> Optimizer:
-    """`optimizer`, preceded by the experiment's warm-start candidates (unchanged when it asks for none)."""
+def warm_started(optimizer: Optimizer, study: "optuna.Study", space: "SearchSpace", exp: "Experiment",
+                 candidates: "list[WarmCandidate] | None" = None) -> Optimizer:
+    """`optimizer`, preceded by the experiment's warm-start candidates (unchanged when it asks for none);
+    `candidates`: those `load_warm_start` gave already (the loop loads them before creating the run)."""
     if exp.warm_start is None:
         return optimizer
     # (CMA-ES ignores trials it did not propose; the experiment refuses warm_start with it)
-    candidates = load_warm_start(exp, space)
+    if candidates is None:
+        candidates = load_warm_start(exp, space)
     if not candidates:
         log.warning("warm start: no candidate of the given sources is expressible in the search space '%s'",
                     space.spec.name)
