@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from evomerge.errors import EvomergeError
 from evomerge.scoring.outcomes import EvalJob, EvalOutcome
 from evomerge.scoring.workers import Worker, WorkerSetup, WorkerStartError
 
@@ -122,12 +123,54 @@ class _Proc:
     job: EvalJob | None = None
 
 
+class MainGuardError(EvomergeError):
+    """The main script would start the search again in every worker process."""
+
+
+def _has_main_guard(source: str) -> bool:
+    """Whether `source` compares `__name__` with "__main__" anywhere."""
+    import ast
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            parts = [node.left, *node.comparators]
+            if any(isinstance(p, ast.Name) and p.id == "__name__" for p in parts) and \
+                    any(isinstance(p, ast.Constant) and p.value == "__main__" for p in parts):
+                return True
+    return False
+
+
+def check_main_guard() -> None:
+    """Spawned worker processes import the main script again (as `__mp_main__`). A script that calls
+    `run_search` at its top level, with no `if __name__ == "__main__":` guard, would start the search once
+    more in every worker, where starting processes is refused: every worker dies and every trial fails.
+    Found here before any worker starts. (`python -c`, notebooks and the CLI have no script to re-import.)"""
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return
+    try:
+        with open(path, encoding="utf-8") as fh:
+            source = fh.read()
+        guarded = _has_main_guard(source)
+    except (OSError, SyntaxError, ValueError):
+        return  # cannot tell; the workers will report what goes wrong
+    if not guarded:
+        raise MainGuardError(
+            f"{path}: local worker processes re-import this script, which would start the search again in each "
+            f"of them; put the code that runs the search under `if __name__ == \"__main__\":` (or use "
+            f"workers.kind: inline)")
+
+
 class LocalPool(Pool):
     """Worker processes on this machine (spawned: a fresh interpreter each, safe with CUDA)."""
 
     def __init__(self, setup: WorkerSetup, devices: Sequence[str]):
         if not devices:
             raise ValueError("LocalPool needs at least one device")
+        check_main_guard()
         self.setup = setup
         self._ctx = mp.get_context("spawn")
         self._procs = [self._spawn(f"worker-{i}", d) for i, d in enumerate(devices)]

@@ -125,6 +125,10 @@ class SearchLoop:
                                               generator_factory=self.generator_factory)
         self.setup = self.scoring.worker_setup(exp.base, list(exp.models.values()))
         check_suites(self.setup)
+        if self._pool is None and exp.workers.kind == "local" and not exp.workers.ray_address:
+            from evomerge.scoring.pools import check_main_guard
+
+            check_main_guard()  # the local pool would fail the same way, after the run directory exists
         check_optimizer(exp, self.space)
         self.warm_candidates = load_warm_start(exp, self.space)
         self.lock = self.record.lock()  # before reading or writing the run: one process per run directory
