@@ -8,11 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
 from evomerge.search.experiment import Experiment
 from evomerge.search.loop import run_search
+from evomerge.search.storage import study_name
 
 import search_helpers as sh
 
@@ -23,7 +25,6 @@ import json, sys
 sys.path.insert(0, {tests!r})
 from evomerge.search.experiment import Experiment
 from evomerge.search.loop import run_search
-from evomerge.search.storage import study_name
 import search_helpers as sh
 exp = Experiment.from_dict(json.load(open({exp!r})))
 run_search(exp, {run!r}, suite_factory=sh.suite_factory, progress=False, report=False)
@@ -107,3 +108,76 @@ def test_resume_refuses_a_space_file_edited_since_the_run_started(tiny_family, t
     space_file.write_text(yaml.safe_dump(sh.TA_WEIGHTS))  # restored: the run goes on
     summary = run_search(more, run_dir, resume=True, suite_factory=sh.suite_factory, progress=False, report=False)
     assert summary.finished == 6
+
+
+# kill -9 at a chosen point of a run: the hook lets the original step happen, then the process kills itself,
+# so the storage and the run directory are exactly as a kill at that moment leaves them
+KILLED_AT = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+from evomerge.search.experiment import Experiment
+from evomerge.search import loop, record
+import search_helpers as sh
+stage, nth = {stage!r}, {nth!r}
+calls = [0]
+
+def after(original, when=lambda *a: True):
+    def hooked(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if when(*args):
+            calls[0] += 1
+            if calls[0] == nth:
+                os.kill(os.getpid(), 9)
+        return out
+    return hooked
+
+if stage == "references":  # one reference scored and written, the others not
+    record.RunRecord.write_references = after(record.RunRecord.write_references)
+elif stage == "within_rung":  # a trial's rung queued, its score not stored
+    loop.SearchLoop._enqueue_rung = after(loop.SearchLoop._enqueue_rung)
+elif stage == "between_rungs":  # rung 0 stored, rung 1 not started
+    loop.SearchLoop._absorb = after(loop.SearchLoop._absorb, lambda self, live, outcome: outcome.ok and outcome.key.rung == 0)
+elif stage == "heldout":  # one held-out score written, the others not
+    record.RunRecord.write_heldout = after(record.RunRecord.write_heldout)
+exp = Experiment.from_dict(json.load(open({exp!r})))
+loop.run_search(exp, {run!r}, suite_factory=sh.suite_factory, progress=False, report=False)
+print("not killed")
+"""
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+@pytest.mark.parametrize("stage,nth", [("references", 2), ("within_rung", 5), ("between_rungs", 3), ("heldout", 1)])
+def test_resume_after_sigkill_at_every_stage_finishes_with_a_consistent_front(tiny_family, tmp_path, stage, nth, mode):
+    from evomerge.report.reading import load_run
+    from evomerge.search.pareto import pareto_front
+
+    budget = 6
+    # z large: every candidate climbs to the top rung, so a trial killed between rungs is promoted on resume
+    exp_dict = sh.experiment_dict(tiny_family, tmp_path, budget=budget, optimizer={"name": "nsga2", "population": 3},
+                                  fidelity={"rungs": [4, None], "z": 50.0},
+                                  workers={"kind": "inline", "threads": 1, "mode": mode})
+    exp_file = tmp_path / "exp.json"
+    exp_file.write_text(json.dumps(exp_dict))
+    run_dir = tmp_path / "run"
+    code = KILLED_AT.format(tests=str(Path(__file__).parent), exp=str(exp_file), run=str(run_dir), stage=stage, nth=nth)
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stdout + killed.stderr[-2000:]
+
+    summary = run_search(Experiment.from_dict(exp_dict), run_dir, resume=True, suite_factory=sh.suite_factory,
+                         progress=False, report=False)
+    trials = [t for t in study_trials(run_dir) if not t.user_attrs.get("discarded")]
+    assert summary.finished == budget and len(trials) == budget and all(t.state.name == "COMPLETE" for t in trials)
+    assert all(t.user_attrs["result"]["fidelity"] == 1 for t in trials)
+    values = {t.number: t.values for t in trials}
+    expected_front = sorted(list(values)[i] for i in pareto_front([np.asarray(v) for v in values.values()]))
+    assert summary.front == expected_front
+    front = json.loads((run_dir / "front.json").read_text())
+    assert [m["trial"] for m in front["members"]] == expected_front
+    assert all(m["heldout"] is not None for m in front["members"])  # every member re-scored on the held-out split
+    heldout = json.loads((run_dir / "heldout.json").read_text())
+    assert sorted(map(int, heldout["trials"])) == sorted(set(map(int, heldout["trials"])) | set(expected_front)) \
+        and set(heldout["references"]) == {"base", "coding", "tool_use", "memory"}
+    assert set(json.loads((run_dir / "references.json").read_text())) == {"base", "coding", "tool_use", "memory"}
+    assert sorted(int(r["trial"]) for r in finished_rows(run_dir / "trials.csv")) == sorted(values)
+    assert len(finished_rows(run_dir / "hypervolume.csv")) == budget
+    assert len(load_run(run_dir).trials) == budget
