@@ -93,20 +93,19 @@ def test_a_second_process_on_a_running_run_is_refused_naming_the_holder(tiny_fam
 
 @pytest.mark.parametrize("broken", ["suite", "optimizer", "warm_start"])
 def test_nothing_is_created_before_every_input_is_checked(tiny_family, tmp_path, broken):
-    from evaluators.registry import SuiteConfigError
-
     good = sh.experiment_dict(tiny_family, tmp_path, budget=2)
     bad = json.loads(json.dumps(good))
     if broken == "suite":  # the default factory: the registry knows no such suite
         bad["objectives"]["coding"]["kind"] = "no_such_suite"
-        factory, error = None, SuiteConfigError
+        factory, error = None, ExperimentError
     elif broken == "optimizer":
         bad["optimizer"]["settings"] = {"no_such_setting": 1}
-        factory, error = sh.suite_factory, Exception
+        factory, error = sh.suite_factory, ExperimentError
     else:
         bad["warm_start"] = {"from_runs": [str(tmp_path / "no_such_run")]}
         factory, error = sh.suite_factory, ExperimentError
-    with pytest.raises(error):
+    with pytest.raises(error, match={"suite": r"objectives.coding: unknown suite 'no_such_suite'",
+                                     "optimizer": "no_such_setting", "warm_start": "no_such_run"}[broken]):
         run_search(Experiment.from_dict(bad), tmp_path / "run", suite_factory=factory, progress=False, report=False)
     assert not (tmp_path / "run").exists()
     summary = run_search(Experiment.from_dict(good), tmp_path / "run", suite_factory=sh.suite_factory, progress=False,

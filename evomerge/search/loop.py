@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from evomerge.errors import EvomergeError
+from evomerge.errors import EvomergeError, ExperimentError
 from evomerge.scoring.outcomes import EvalOutcome, JobKey, summaries, summaries_to_dict
 from evomerge.scoring.pools import Pool
 from evomerge.scoring.session import Scoring, reference_models
@@ -454,15 +454,19 @@ def check_suites(setup) -> None:
     """Every objective's suite can be built (an unknown kind or bad settings fail here, not in the workers
     after the run directory exists). With the default factory only the suite class is resolved: building
     a suite may load its data set, which the workers do anyway."""
+    from evaluators.errors import EvaluatorError
     from evaluators.registry import suite_class
     from evaluators.suites.base import SuiteConfig
 
     for name, cfg in setup.suites.items():
-        config = SuiteConfig.model_validate(cfg)
-        if setup.suite_factory is None:
-            suite_class(config.kind)
-        else:
-            setup.suite_factory(name, config)
+        try:
+            config = SuiteConfig.model_validate(cfg)
+            if setup.suite_factory is None:
+                suite_class(config.kind)
+            else:
+                setup.suite_factory(name, config)
+        except EvaluatorError as exc:  # one line on the command line, naming the objective
+            raise ExperimentError(f"objectives.{name}: {exc}") from None
 
 
 def check_optimizer(exp: "Experiment", space) -> None:
