@@ -80,6 +80,18 @@ def test_invalid_experiments_are_refused_before_anything_runs(tmp_path, tiny_fam
     assert "optimizer.name" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
+def test_an_unknown_suite_is_one_line_before_the_run_directory_and_the_retry_works(tmp_path, tiny_family, capsys):
+    good = yaml.safe_load(write_experiment(tmp_path, tiny_family, budget=1).read_text())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**good, "objectives": {**good["objectives"],
+                                                          "tool_use": {"kind": "tool_usage", "limit": 2}}}))
+    assert main(["search", str(bad), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "objectives.tool_use: unknown suite 'tool_usage'" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    assert main(["search", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+
+
 @pytest.mark.mergekit
 @pytest.mark.parametrize("method,params,layer0,attn1", [
     ("task_arithmetic", {"weight": [0.3, 0.5, 0.7]}, {"weight": [0.9, 0.1, 0.4]}, {"weight": 0.2}),
