@@ -113,6 +113,12 @@ def test_nothing_is_created_before_every_input_is_checked(tiny_family, tmp_path,
     assert summary.finished == 2
 
 
+def test_resuming_a_missing_run_creates_nothing(tiny_family, tmp_path):
+    with pytest.raises(ExperimentError, match="no run to resume here"):
+        search(tiny_family, tmp_path, "run", resume=True)
+    assert not (tmp_path / "run").exists()
+
+
 UNGUARDED = """
 import json, sys
 sys.path.insert(0, {tests!r})

@@ -131,6 +131,8 @@ class SearchLoop:
             check_main_guard()  # the local pool would fail the same way, after the run directory exists
         check_optimizer(exp, self.space)
         self.warm_candidates = load_warm_start(exp, self.space)
+        if self.resume and not self.record.exists():
+            self.record.check_resumable(exp)  # "no run to resume here", before the lock creates the directory
         self.lock = self.record.lock()  # before reading or writing the run: one process per run directory
         try:
             if self.resume:
