@@ -2,6 +2,8 @@
 
 RUN_DIR/
   experiment.yaml     the experiment as validated (a resumed run must match it)
+  run.json            {"study": NAME}: the study this run owns in its storage (none: a run from before, study "evomerge")
+  run.lock            flock held by the one process working in the run; holds its pid
   study.db            Optuna storage (SQLite) unless the experiment names another SQLAlchemy URL
   references.json     scores of the base and of each model (reference point, constraints, report)
   items/              per-item results, one JSON file per trial (too large for the storage)
