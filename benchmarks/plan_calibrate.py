@@ -22,13 +22,7 @@ import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-
-def status_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
+from proc_memory import status_bytes  # noqa: E402 (after the environment is set)
 
 
 def reset_peak() -> None:
@@ -62,7 +56,7 @@ def one_method(method: str, numel: int, agents: int) -> dict:
     eps = rule.parameters.get("epsilon")
     overlaps = {float(eps): overlap_counts(deltas, float(eps)).as_global_overlap(float(eps))} if eps is not None else {}
     merge_tensor("w", base, deltas, rule, 0, overlaps).to(torch.bfloat16)  # warm-up: allocator and code paths
-    rss = status_kib("VmRSS")
+    rss = status_bytes("VmRSS")
     reset_peak()
     t0 = time.perf_counter()
     for row, values in zip(rows, stored):  # ResidentMerger.operands: bf16 -> float32 rows, then task vectors
@@ -71,9 +65,9 @@ def one_method(method: str, numel: int, agents: int) -> dict:
     merged = merge_tensor("w", base, deltas, rule, 0, overlaps)
     out = merged.to(torch.bfloat16)
     seconds = time.perf_counter() - t0
-    peak = status_kib("VmHWM")
+    peak = status_bytes("VmHWM")
     del merged, out
-    return {"method": method, "extra_float32_copies": (peak - rss) * 1024 / (numel * 4),
+    return {"method": method, "extra_float32_copies": (peak - rss) / (numel * 4),
             "seconds_per_parameter": seconds / numel}
 
 
@@ -83,7 +77,7 @@ def process_baseline() -> dict:
     import evomerge.engine  # noqa: F401
     import evomerge.methods.registry  # noqa: F401
 
-    return {"runtime_bytes": status_kib("VmRSS") * 1024}
+    return {"runtime_bytes": status_bytes("VmRSS")}
 
 
 def swap_cost(numel: int) -> dict:

@@ -19,13 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-
-def status_bytes(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
+from proc_memory import status_bytes  # noqa: E402 (after the environment is set)
 
 
 def check(fixture: Path, methods: list[str], tolerance: float) -> dict:
