@@ -86,7 +86,11 @@ def open_study(url: str, name: str, sampler: "optuna.samplers.BaseSampler", n_ob
     study = optuna.create_study(storage=open_storage(url), study_name=name, sampler=sampler,
                                 directions=["maximize"] * n_objectives, load_if_exists=True)
     if metric_names is not None and study.metric_names != list(metric_names):
-        study.set_metric_names(list(metric_names))
+        import warnings
+
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2 and stable in use: not the user's concern
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(metric_names))
     return study
 
 
