@@ -128,3 +128,32 @@ def test_objective_weights_and_cost(tiny_family, tmp_path):
     front = json.loads((tmp_path / "run" / "front.json").read_text())
     assert front["directions"][-1] == "minimize" and "cost" in front["members"][0]["search"]
     assert summary.finished == 8
+
+
+def test_workers_placement_and_workspace_give_the_same_search(tiny_family, tmp_path, monkeypatch):
+    """workers.placement / workspace_mib reach each worker's ResidentMerger and change no result: memory-mapped
+    (node-shared) and compact inputs, whole tensors or row blocks, score every candidate as private copies do."""
+    import evomerge.resident
+    from evomerge.resident import DEFAULT_WORKSPACE_BYTES
+    from evomerge.scoring.settings import Workers
+
+    built = []
+
+    class Recorded(evomerge.resident.ResidentMerger):
+        def __init__(self, *args, **kwargs):
+            built.append((kwargs["placement"], kwargs["workspace_bytes"]))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(evomerge.resident, "ResidentMerger", Recorded)
+
+    assert Workers().workspace_mib * 2**20 == DEFAULT_WORKSPACE_BYTES  # the experiment's default is the merger's
+    runs = {}
+    for placement, workspace in [("device", 512), ("host_mapped", 1), ("compact", None)]:
+        name = f"{placement}-{workspace}"
+        exp, _ = run(tiny_family, tmp_path, name=name, budget=8, heldout={"enabled": False}, references=False,
+                     workers={"kind": "inline", "mode": "sync", "placement": placement, "workspace_mib": workspace})
+        assert exp.workers.placement == placement
+        runs[name] = [(t.number, t.params, t.values) for t in trials(tmp_path / name)]
+    assert built == [("device", 512 * 2**20), ("host_mapped", 2**20), ("compact", None)]
+    first = next(iter(runs.values()))
+    assert len(first) == 8 and all(r == first for r in runs.values())

@@ -46,7 +46,9 @@ class Scoring:
     def worker_setup(self, base: str | None, models: Sequence[str]) -> WorkerSetup:
         return WorkerSetup(base=base, models=list(models), suites=self.suites, generator=self.generator,
                            suite_factory=self.suite_factory, generator_factory=self.generator_factory,
-                           threads=self.workers.threads)
+                           threads=self.workers.threads, placement=self.workers.placement,
+                           workspace_bytes=None if self.workers.workspace_mib is None
+                           else self.workers.workspace_mib * 2**20)
 
     def open_pool(self, setup: WorkerSetup) -> Pool:
         w = self.workers

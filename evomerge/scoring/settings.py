@@ -51,6 +51,11 @@ class Workers(Strict):
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(1, ge=0)
     threads: int | None = Field(None, ge=1)  # torch CPU threads per worker; default: the cores shared among local workers
+    # where each worker's ResidentMerger keeps the inputs (evomerge/resident.py): device (private copies),
+    # host_mapped (memory maps: the workers of a node share one copy through the page cache), compact
+    placement: Literal["device", "host_mapped", "compact"] = "device"
+    # row-block bound of the float32 workspace (evomerge.resident.DEFAULT_WORKSPACE_BYTES); None: whole tensors
+    workspace_mib: int | None = Field(512, ge=1)
 
 
 class Generator(Strict):

@@ -40,6 +40,9 @@ class WorkerSetup:
     # (model_dir, device, generator settings dict) -> Generator + WeightSwappable; default: evaluators.registry.build_backend
     generator_factory: Callable[[str, str, Mapping[str, Any]], Any] | None = None
     threads: int | None = None  # torch threads per worker process (CPU)
+    placement: str = "device"  # ResidentMerger's placement of the inputs
+    workspace_bytes: int | None = None  # ResidentMerger's row-block bound (None: whole tensors); a search
+    # passes its experiment's workers.workspace_mib
 
 
 def default_suite_factory(name: str, config: Any) -> Any:
@@ -77,13 +80,14 @@ class Worker:
         import torch
 
         from evaluators.suites.base import SuiteConfig
-        from evomerge.engine import ResidentMerger
+        from evomerge.resident import ResidentMerger
 
         if self.setup.threads:
             self.previous_threads = torch.get_num_threads()
             torch.set_num_threads(self.setup.threads)
         t0 = time.perf_counter()
-        self.merger = ResidentMerger(self.setup.base, self.setup.models, device=self.device)
+        self.merger = ResidentMerger(self.setup.base, self.setup.models, device=self.device,
+                                     placement=self.setup.placement, workspace_bytes=self.setup.workspace_bytes)
         make_generator = self.setup.generator_factory or default_generator_factory
         self.generator = make_generator(self.setup.base or self.setup.models[0], self.device, self.setup.generator)
         if not hasattr(self.generator, "swap_weights"):
