@@ -120,14 +120,19 @@ class ScoredModels(Strict):
         return ordered
 
 
+def relative_to(root: Path, p: Any) -> Any:
+    """A path string written in a file under `root`, as an absolute or root-relative path (other values as is)."""
+    if not isinstance(p, str):
+        return p
+    q = Path(p).expanduser()
+    return str(q if q.is_absolute() else root / q)
+
+
 def resolve_paths(data: dict[str, Any], root: Path) -> dict[str, Any]:
     """Checkpoint paths, a search-space path and suite data paths are relative to the experiment file."""
 
     def rel(p: Any) -> Any:
-        if not isinstance(p, str):
-            return p
-        q = Path(p).expanduser()
-        return str(q if q.is_absolute() else root / q)
+        return relative_to(root, p)
 
     from evomerge.io.hub import locate  # a checkpoint name is a local path or a Hub id `org/name[@revision]`
 

@@ -31,7 +31,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ExperimentError, validation_problems
 from evomerge.scoring.settings import (Cache, Generator, Heldout, Objective, ScoredModels, Strict, Workers,  # noqa: F401
-                                       resolve_paths, with_default_kinds)
+                                       relative_to, resolve_paths, with_default_kinds)
 from evomerge.yamlio import read_yaml_file
 
 OPTIMIZERS = ("nsga2", "nsga3", "cmaes", "tpe", "random", "gp")
@@ -152,7 +152,7 @@ class Experiment(ScoredModels):
         data = resolve_paths(dict(data), root) if root is not None else dict(data)
         warm = data.get("warm_start")
         if root is not None and isinstance(warm, Mapping):  # run directories are relative to the experiment file
-            data["warm_start"] = {**warm, **{k: [str(root / Path(p).expanduser()) for p in warm[k]]
+            data["warm_start"] = {**warm, **{k: [relative_to(root, p) for p in warm[k]]
                                              for k in ("from_runs", "from_sweeps") if isinstance(warm.get(k), list)}}
         try:
             return cls.model_validate(data)
