@@ -17,7 +17,13 @@ Prints one table and (--json) writes the same rows for the README:
     graphs on) for the resident and the host-streamed placements, against the goals (RAM+ 3 x 7B resident
     merge + swap < 5 s on one H100; host-streamed < 10 s);
   - items/s of the vLLM backend on the 7B-shaped engine, and greedy parity vLLM vs hf on a tiny model
-    (before and after an in-place swap, under CUDA graphs).
+    (before and after an in-place swap, under CUDA graphs);
+  - per placement, the GPU bytes at the preset's full size of the merger + a vLLM engine + the merged model
+    that swap_weights lists, from the memory plan's components (headers-only sparse checkpoints), against
+    this GPU's memory (or --gpu-memory-gib without a GPU).
+
+On the GPU machine evomerge needs only pydantic beyond the image's packages (carried as wheels: see
+docs/benchmarks.md "GPU check"); vLLM is optional (its rows say "not measured" without it).
 
 Anything whose prerequisite is missing (no CUDA, vLLM not importable, a placement that does not fit the
 GPU by evomerge's memory plan, the --budget-s deadline) is a row "not measured: <reason>"; an error is a row
@@ -120,6 +126,9 @@ class Check:
         self.rows: list[Row] = []
         self.meta: dict[str, Any] = {}
         self.judged = False  # goals apply (7b preset on a GPU)
+        self.engine = None  # the vLLM engine, shared by the placements' swaps, closed after items/s
+        self.engine_util: float | None = None
+        self.engine_swapped = False
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
@@ -416,7 +425,6 @@ def skip_placement(check: Check, placement: str, reason: str, load: bool = True)
         check.skip(reason, step=HF_SWAP, method="ram_plus", placement=placement)
         if placement in check.args.vllm_placements:
             check.skip(reason, step=VLLM_SWAP, method="ram_plus", placement=placement)
-            check.skip(reason, step=VLLM_ITEMS, placement=placement)
 
 
 def goal_of(placement: str) -> str:
@@ -470,55 +478,66 @@ def _vllm_missing(device) -> str | None:
 
 
 def vllm_swap(check: Check, device, inputs: Inputs, merger, placement: str) -> None:
-    """RAM+ merge + in-place reload into a vLLM engine with CUDA graphs, then items/s on that engine."""
+    """RAM+ merge + in-place reload into the vLLM engine (CUDA graphs), started on first use with the memory
+    plan's gpu_memory_utilization and kept for the next placement (one graph capture, one engine per process)."""
     import torch
-
-    from evaluators.backends.vllm import VLLMGenerator
-    from evaluators.protocol import GenerationSettings, Request
 
     missing = _vllm_missing(device)
     if missing:
         check.skip(missing, step=VLLM_SWAP, method="ram_plus", placement=placement)
-        check.skip(missing, step=VLLM_ITEMS, placement=placement)
         return
     total = torch.cuda.get_device_properties(device).total_memory
     options = {"max_model_len": check.args.max_model_len, "max_num_seqs": check.args.vllm_seqs}
-    plan = vllm_plan(inputs.base, inputs.models, ["ram_plus"], "device" if placement != "host_mapped" else "host",
-                     total, options)
-    util = plan.nodes[0].workers[0].engine["gpu_memory_utilization"]
     free = torch.cuda.mem_get_info(device)[0]
-    # swap_weights lists the iterator's pairs before loading (its checks come first): one merged model on top
-    need = util * total + inputs.bytes_per_model
+    listed = inputs.bytes_per_model  # swap_weights lists the iterator's pairs before loading (its checks first)
+    if check.engine is None:
+        plan = vllm_plan(inputs.base, inputs.models, ["ram_plus"], "host", total, options)
+        util = plan.nodes[0].workers[0].engine["gpu_memory_utilization"]
+        need = util * total + listed
+        what = f"the engine ({util:.2f} x {total / 2**30:.0f} GiB, memory plan) and one merged model"
+    else:
+        util, need, what = check.engine_util, listed, "one merged model"
     if need > free:
-        reason = (f"the engine ({util:.2f} x {total / 2**30:.0f} GiB, memory plan) and one merged model need "
-                  f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
-        check.skip(reason, step=VLLM_SWAP, method="ram_plus", placement=placement)
-        check.skip(reason, step=VLLM_ITEMS, placement=placement)
+        check.skip(f"{what} need {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free beside the resident inputs",
+                   step=VLLM_SWAP, method="ram_plus", placement=placement)
         return
-    holder: dict[str, Any] = {}
 
     def swap(row: Row) -> None:
-        start, gen = timed(device, lambda: VLLMGenerator(inputs.base, max_model_len=options["max_model_len"], seed=0,
-                                                         engine_kwargs={"gpu_memory_utilization": util,
-                                                                        "max_num_seqs": options["max_num_seqs"]},
-                                                         progress=False))
-        holder["gen"] = gen
+        from evaluators.backends.vllm import VLLMGenerator
+
+        start = None
+        if check.engine is None:
+            start, check.engine = timed(device, lambda: VLLMGenerator(
+                inputs.base, max_model_len=options["max_model_len"], seed=0, progress=False,
+                engine_kwargs={"gpu_memory_utilization": util, "max_num_seqs": options["max_num_seqs"]}))
+            check.engine_util = util
         recipe = recipe_for("ram_plus", inputs)
-        gen.swap_weights(merger.merge(recipe))  # warm (overlap statistics cached, as in a search)
-        row.seconds, copied = timed(device, lambda: gen.swap_weights(merger.merge(recipe)))
+        check.engine.swap_weights(merger.merge(recipe))  # warm (overlap statistics cached, as in a search)
+        row.seconds, copied = timed(device, lambda: check.engine.swap_weights(merger.merge(recipe)))
         inputs.extrapolate(row)
         _goal(row, goal_of(placement), check.judged)
-        row.note = (f"{copied} tensors; engine start {start:.1f} s with CUDA graphs "
-                    f"(gpu_memory_utilization {util}, from the memory plan)")
+        started = "" if start is None else f"; engine started in {start:.1f} s with CUDA graphs"
+        row.note = f"{copied} tensors (gpu_memory_utilization {util}, from the memory plan){started}"
         row.data = {"engine_start_seconds": start, "gpu_memory_utilization": util}
+        check.engine_swapped = True
 
-    row = check.run(Row(VLLM_SWAP, "ram_plus", placement), swap)
-    gen = holder.get("gen")
-    if gen is None or row.seconds is None:
-        check.skip(f"the swap did not run ({row.status})", step=VLLM_ITEMS, placement=placement)
-        if gen is not None:
-            gen.close()
+    check.run(Row(VLLM_SWAP, "ram_plus", placement), swap)
+
+
+def vllm_items(check: Check, device, inputs: Inputs) -> None:
+    """Items/s of the vLLM backend on the 7B-shaped engine holding a merged candidate; then the engine is closed."""
+    import torch
+
+    from evaluators.protocol import GenerationSettings, Request
+
+    missing = _vllm_missing(device)
+    if missing or check.engine is None or not check.engine_swapped:
+        check.skip(missing or "no vLLM engine holds a merged candidate (see the swap rows)", step=VLLM_ITEMS)
+        if check.engine is not None:
+            check.engine.close()
+            check.engine = None
         return
+    gen = check.engine
 
     def items(row: Row) -> None:
         n = check.args.vllm_items
@@ -530,13 +549,14 @@ def vllm_swap(check: Check, device, inputs: Inputs, merger, placement: str) -> N
         row.seconds = seconds
         row.data = {"items_per_s": n / seconds, "completion_tokens_per_s": usage["completion_tokens"] / seconds, **usage}
         row.note = (f"{n / seconds:.1f} items/s, {usage['completion_tokens'] / seconds:.0f} generated tokens/s "
-                    f"({n} greedy requests, up to {settings.max_new_tokens} tokens, after a swap; "
-                    f"{inputs.base.name} with {check.meta['inputs']['layers']} layers: not extrapolated)")
+                    f"({n} greedy requests, up to {settings.max_new_tokens} new tokens, max_num_seqs "
+                    f"{check.args.vllm_seqs}; {check.meta['inputs']['layers']} layers: not extrapolated)")
 
     try:
-        check.run(Row(VLLM_ITEMS, "", placement), items)
+        check.run(Row(VLLM_ITEMS), items)
     finally:
         gen.close()
+        check.engine = None
         torch.cuda.empty_cache()
 
 
@@ -593,7 +613,7 @@ def _row_line(r: Row) -> str:
 def table(check: Check) -> str:
     full_layers = check.meta.get("full_layers")
     head = ["step", "method", "placement", "status", "s (measured)",
-            f"s at {full_layers} layers" if full_layers else "s (full size)", "goal", "check / note"]
+            f"s at full size ({full_layers} layers)" if full_layers else "s (full size)", "goal", "check / note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in check.rows:
         full = "" if r.full_seconds is None else _fmt(r.full_seconds) + (" (extrapolated)" if r.extrapolated else "")
@@ -666,7 +686,9 @@ def plan_rows(check: Check, inputs: Inputs, device) -> None:
         check.add(row)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from evomerge.fixture import PRESETS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="7b", help="fixture shape: tiny, 0.5b, 1.5b, 7b (default 7b)")
     p.add_argument("--layers", type=int, default=None,
@@ -697,19 +719,22 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.methods) - set(METHODS)) + sorted(set(args.placements) - set(PLACEMENTS))
     if unknown:
         p.error(f"unknown method(s)/placement(s) {unknown}: methods {sorted(METHODS)}, placements {list(PLACEMENTS)}")
-
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    import torch
-
-    from evomerge.engine import resolve_device
-    from evomerge.fixture import PRESETS, FixtureSpec, paper_agents
-
     if args.preset not in PRESETS:
         p.error(f"--preset {args.preset!r}: use one of {', '.join(PRESETS)}")
     full_layers = PRESETS[args.preset].num_hidden_layers
-    if args.layers is None:
-        args.layers = min(4, full_layers)
-    args.layers = min(args.layers, full_layers)
+    args.layers = min(4 if args.layers is None else args.layers, full_layers)
+    if args.layers < 1:
+        p.error("--layers must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    args = parse_args(argv)
+    from evomerge.engine import resolve_device
+    from evomerge.fixture import PRESETS, FixtureSpec, paper_agents
+
+    full_layers = PRESETS[args.preset].num_hidden_layers
     device = resolve_device(args.device)
     check = Check(args)
     check.judged = args.preset == "7b" and device.type == "cuda"
@@ -731,11 +756,13 @@ def main(argv: list[str] | None = None) -> int:
                 check.skip("no inputs", step="merge: disk path (evomerge merge API)", method=m, placement="files")
             for placement in args.placements:
                 skip_placement(check, placement, "no inputs")
+            check.skip("no inputs", step=VLLM_ITEMS)
         else:
             sample = sample_names(inputs, args.sample)
             check.meta["sample_tensors"] = sample
             reference = disk_path(check, device, inputs, root, sample)
             placements(check, device, inputs, reference, sample)
+            vllm_items(check, device, inputs)
             plan_rows(check, inputs, device)
         parity(check, device, root or Path(tempfile.mkdtemp(prefix="evomerge-gpu-check-")))
     finally:

@@ -85,13 +85,13 @@ def test_full_size_is_the_measured_size_at_the_tiny_preset(run):
 
 def test_vllm_and_gpu_rows_say_why_they_were_not_measured(run):
     vllm_missing = importlib.util.find_spec("vllm") is None
-    for placement in ("compact", "host_mapped"):
-        for step in ("merge + swap: vLLM engine (CUDA graphs)", "generate: vLLM items/s"):
-            row = _one(run, step, "ram_plus" if "swap" in step else "", placement)
-            assert row["status"].startswith("not measured: ")
-            assert row["seconds"] is None and row["full_seconds"] is None
-            if vllm_missing:
-                assert "vLLM is not importable" in row["status"]
+    rows = [_one(run, "merge + swap: vLLM engine (CUDA graphs)", "ram_plus", p) for p in ("compact", "host_mapped")]
+    rows.append(_one(run, "generate: vLLM items/s"))
+    for row in rows:
+        assert row["status"].startswith("not measured: ")
+        assert row["seconds"] is None and row["full_seconds"] is None
+        if vllm_missing:
+            assert "vLLM is not importable" in row["status"]
     parity = _one(run, "parity: greedy vLLM vs hf (tiny model)")
     assert parity["status"].startswith("not measured: ") and parity["seconds"] is None
 
@@ -176,6 +176,63 @@ def test_the_table_lists_every_row(gpu_check, run):
     check.meta = run["meta"]
     text = gpu_check.table(check)
     assert len(text.splitlines()) == 2 + len(rows)
-    # 1 generation + 3 disk + 3 placements x (load + 3 merges + hf swap) + 2 x 2 vLLM + 3 plan + parity
-    assert len(rows) == 1 + 3 + 3 * 5 + 4 + 3 + 1
+    # 1 generation + 3 disk + 3 placements x (load + 3 merges + hf swap) + 2 vLLM swaps + items/s + 3 plan + parity
+    assert len(rows) == 1 + 3 + 3 * 5 + 2 + 1 + 3 + 1
 
+
+
+class _StandInEngine:
+    """Plays vLLM's part (no vLLM here): records its settings, consumes swaps as VLLMGenerator does (the pairs
+    listed first), answers generate with usage; checks the plumbing of the vLLM rows, not vLLM."""
+
+    started: list = []
+
+    def __init__(self, model, **kwargs):
+        self.kwargs, self.swaps, self.closed, self.last_usage = kwargs, [], False, {}
+        _StandInEngine.started.append(self)
+
+    def swap_weights(self, weights):
+        pairs = list(weights)
+        self.swaps.append([name for name, _ in pairs])
+        return len(pairs)
+
+    def generate(self, requests, settings):
+        self.last_usage = {"requests": len(requests), "prompt_tokens": 3 * len(requests),
+                           "completion_tokens": settings.max_new_tokens * len(requests), "seconds": 0.01}
+        return [[""] for _ in requests]
+
+    def close(self):
+        self.closed = True
+
+
+def test_vllm_rows_share_one_engine_and_report_items_per_s(gpu_check, tmp_path, monkeypatch):
+    import torch
+
+    import evaluators.backends.vllm as vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "VLLMGenerator", _StandInEngine)
+    monkeypatch.setattr(gpu_check, "_vllm_missing", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (70 * 2**30, 80 * 2**30))
+    _StandInEngine.started.clear()
+    args = gpu_check.parse_args(["--preset", "tiny", "--device", "cpu", "--methods", "ram_plus",
+                                 "--placements", "host_mapped,compact", "--vllm-items", "8", "--vllm-tokens", "4"])
+    check = gpu_check.Check(args)
+    device = torch.device("cpu")
+    inputs = gpu_check.generate_inputs(check, device, tmp_path)
+    gpu_check.placements(check, device, inputs, {}, gpu_check.sample_names(inputs, 3))
+    gpu_check.vllm_items(check, device, inputs)
+
+    assert len(_StandInEngine.started) == 1  # one engine for both placements
+    engine = _StandInEngine.started[0]
+    assert engine.kwargs["max_model_len"] == 4096 and engine.kwargs["engine_kwargs"]["max_num_seqs"] == 64
+    assert 0 < engine.kwargs["engine_kwargs"]["gpu_memory_utilization"] < 1  # the memory plan's setting
+    assert len(engine.swaps) == 4 and all(len(s) == 26 for s in engine.swaps)  # warm + timed, per placement
+    assert engine.closed
+    swaps = [r for r in check.rows if r.step == gpu_check.VLLM_SWAP]
+    assert [r.placement for r in swaps] == ["host_mapped", "compact"]
+    assert all(r.status == "measured" and r.seconds > 0 for r in swaps)
+    assert swaps[0].data["engine_start_seconds"] is not None and swaps[1].data["engine_start_seconds"] is None
+    assert "host-streamed" in swaps[0].goal and "resident" in swaps[1].goal
+    (items,) = [r for r in check.rows if r.step == gpu_check.VLLM_ITEMS]
+    assert items.status == "measured" and items.data["items_per_s"] > 0 and items.data["requests"] == 8
