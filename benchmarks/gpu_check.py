@@ -324,7 +324,8 @@ def disk_path(check: Check, device, inputs: Inputs, root: Path, sample: list[str
                         if name in sample:
                             tensors[name] = fh.get_tensor(name)
             reference[method] = tensors
-            row.note = f"{res.tensors} tensors written ({', '.join(res.files)}); reads the inputs from files"
+            row.note = (f"{res.tensors} tensors written ({', '.join(res.files)}); reads the inputs from files"
+                        + ("; with RAM+'s overlap pass, as `evomerge merge` runs it" if method == "ram_plus" else ""))
 
         check.run(Row("merge: disk path (evomerge merge API)", method, "files"), step)
         shutil.rmtree(out, ignore_errors=True)  # room for the next one

@@ -236,3 +236,23 @@ def test_vllm_rows_share_one_engine_and_report_items_per_s(gpu_check, tmp_path, 
     assert "host-streamed" in swaps[0].goal and "resident" in swaps[1].goal
     (items,) = [r for r in check.rows if r.step == gpu_check.VLLM_ITEMS]
     assert items.status == "measured" and items.data["items_per_s"] > 0 and items.data["requests"] == 8
+
+
+def test_device_drawn_fixture_with_fewer_layers_keeps_the_paper_densities(tmp_path):
+    """write_fixture(device=...) (the check's fast path, here on the CPU) with FixtureSpec.layers: the widths
+    stay, the layers shrink, and the agents still change the paper's shares of entries by > 1e-5."""
+    import json as json_
+
+    from safetensors.torch import load_file
+
+    from evomerge.fixture import FixtureSpec, measured_densities, paper_agents, write_fixture
+
+    spec = FixtureSpec("tiny", paper_agents(3), with_tokenizer=False, layers=1)
+    res = write_fixture(spec, tmp_path, device="cpu")
+    base = load_file(str(res.paths["base"] / "model.safetensors"))
+    assert not any(n.startswith("model.layers.1.") for n in base) and "model.layers.0.mlp.up_proj.weight" in base
+    assert json_.loads((res.paths["base"] / "config.json").read_text())["num_hidden_layers"] == 1
+    agents = [load_file(str(res.paths[a.name] / "model.safetensors")) for a in spec.agents]
+    name = "model.embed_tokens.weight"  # 65536 entries
+    for got, want in zip(measured_densities(base[name], [a[name] for a in agents]), (0.032, 0.462, 0.543)):
+        assert abs(got - want) < 0.01
