@@ -517,12 +517,22 @@ def vllm_swap(check: Check, device, inputs: Inputs, merger, placement: str) -> N
         row.seconds, copied = timed(device, lambda: check.engine.swap_weights(merger.merge(recipe)))
         inputs.extrapolate(row)
         _goal(row, goal_of(placement), check.judged)
-        started = "" if start is None else f"; engine started in {start:.1f} s with CUDA graphs"
-        row.note = f"{copied} tensors (gpu_memory_utilization {util}, from the memory plan){started}"
-        row.data = {"engine_start_seconds": start, "gpu_memory_utilization": util}
+        eager = _enforce_eager(check.engine)
+        graphs = {False: "CUDA graphs on", True: "eager (no CUDA graphs)", None: "CUDA graphs: unknown"}[eager]
+        started = "" if start is None else f"; engine started in {start:.1f} s"
+        row.note = f"{copied} tensors, {graphs} (gpu_memory_utilization {util}, from the memory plan){started}"
+        row.data = {"engine_start_seconds": start, "gpu_memory_utilization": util, "enforce_eager": eager}
         check.engine_swapped = True
 
     check.run(Row(VLLM_SWAP, "ram_plus", placement), swap)
+
+
+def _enforce_eager(engine) -> bool | None:
+    """What the running engine was configured with (read back, not assumed); None if this vLLM hides it."""
+    try:
+        return bool(engine._llm.llm_engine.vllm_config.model_config.enforce_eager)
+    except AttributeError:
+        return None
 
 
 def vllm_items(check: Check, device, inputs: Inputs) -> None:

@@ -234,6 +234,8 @@ def test_vllm_rows_share_one_engine_and_report_items_per_s(gpu_check, tmp_path, 
     assert all(r.status == "measured" and r.seconds > 0 for r in swaps)
     assert swaps[0].data["engine_start_seconds"] is not None and swaps[1].data["engine_start_seconds"] is None
     assert "host-streamed" in swaps[0].goal and "resident" in swaps[1].goal
+    # CUDA graphs are read back from the engine's config, never assumed: the stand-in has none to read
+    assert swaps[0].data["enforce_eager"] is None and "CUDA graphs: unknown" in swaps[0].note
     (items,) = [r for r in check.rows if r.step == gpu_check.VLLM_ITEMS]
     assert items.status == "measured" and items.data["items_per_s"] > 0 and items.data["requests"] == 8
 
