@@ -24,6 +24,12 @@ about two bf16 copies of the largest tensor (the embedding) plus a few chunk-siz
 Every chunk has its own seeded generators: for a given seed (and the fixed CHUNK_ELEMENTS) the
 bytes are always the same, whatever the order of writing.
 
+`write_fixture(..., device="cuda")` draws on that device in large chunks (64M entries): the same
+model of weights and changes, seconds instead of an hour for the 7B preset (benchmarks/gpu_check.py), with
+bytes that depend on the device's random generator (the default CPU path is the reproducible one).
+`FixtureSpec.layers` caps the decoder layers (e.g. 7B widths with 4 of its 28 layers, when disk, memory or
+time cannot hold the whole model).
+
 `headers_only` writes the same files with all-zero data as sparse files (no disk blocks, no
 generation): enough for `evomerge plan`, which reads headers only, at the 7B preset (61 GB apparent).
 """
@@ -34,7 +40,7 @@ import contextlib
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
 DETECT_EPSILON = 1e-5  # the paper's change threshold (Eq. 1)
 _MIN_CHANGE = 3e-5  # a downward step past an exponent boundary halves: 3e-5 / 2 still exceeds 1e-5
 CHUNK_ELEMENTS = 1 << 20  # 1M entries: a dozen temporaries of 4-8 MB each
+DEVICE_CHUNK_ELEMENTS = 1 << 26  # on a device: a dozen temporaries of 256 MB (memory-bound kernels want size)
 BF16_BYTES = 2
 
 
@@ -119,10 +126,14 @@ class FixtureSpec:
     shard_size: str = "5GB"  # the Hub's shard size for Qwen2.5 (the 7B comes in 4 files)
     with_tokenizer: bool = True
     headers_only: bool = False  # zero data in sparse files: for planning, not for merging
+    layers: int | None = None  # decoder layers (None: the preset's); fewer keep its widths at a fraction of the size
 
     @property
     def shape(self) -> ModelShape:
-        return PRESETS[self.preset]
+        shape = PRESETS[self.preset]
+        if self.layers is None:
+            return shape
+        return replace(shape, num_hidden_layers=self.layers, max_window_layers=min(shape.max_window_layers, self.layers))
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -133,6 +144,8 @@ class FixtureSpec:
         for a in self.agents:
             if not 0 < a.density < 1 or not 0 <= a.follow <= 1:
                 raise EvomergeError(f"agent {a.name}: density must be in (0, 1) and follow in [0, 1]")
+        if self.layers is not None and self.layers < 1:
+            raise EvomergeError(f"layers must be at least 1, got {self.layers}")
         if not any(a.follow == 0 for a in self.agents) and any(a.follow > 0 for a in self.agents):
             raise EvomergeError("a following agent needs at least one independent agent (follow 0) to follow")
 
@@ -236,39 +249,43 @@ QWEN25_CHAT_TEMPLATE = (
 # -- generation -------------------------------------------------------------------------------------
 
 
-def _generator(seed: int, *key: object) -> "torch.Generator":
+def _generator(seed: int, *key: object, device: "torch.device | str" = "cpu") -> "torch.Generator":
     import torch
 
     digest = hashlib.sha256("\x00".join(map(str, (seed, *key))).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-def _chunks(numel: int) -> Iterator[tuple[int, int, int]]:
-    for i, start in enumerate(range(0, numel, CHUNK_ELEMENTS)):
-        yield i, start, min(start + CHUNK_ELEMENTS, numel)
+def _chunks(numel: int, size: int = CHUNK_ELEMENTS) -> Iterator[tuple[int, int, int]]:
+    for i, start in enumerate(range(0, numel, size)):
+        yield i, start, min(start + size, numel)
 
 
-def base_chunk(spec: FixtureSpec, t: FixtureTensor, chunk: int, n: int) -> "torch.Tensor":
+def base_chunk(spec: FixtureSpec, t: FixtureTensor, chunk: int, n: int,
+               device: "torch.device | str" = "cpu") -> "torch.Tensor":
     """bf16 base values of one chunk: N(0, std) weights and biases, N(1, std) norm scales."""
     import torch
 
-    values = torch.randn(n, generator=_generator(spec.seed, "base", t.name, chunk)) * spec.weight_std
+    g = _generator(spec.seed, "base", t.name, chunk, device=device)
+    values = torch.randn(n, generator=g, device=device) * spec.weight_std
     if t.kind == "norm":
         values += 1.0
     return values.to(torch.bfloat16)
 
 
-def _masks(spec: FixtureSpec, t: FixtureTensor, chunk: int, n: int, agent: AgentSpec) -> "torch.Tensor":
+def _masks(spec: FixtureSpec, t: FixtureTensor, chunk: int, n: int, agent: AgentSpec,
+           device: "torch.device | str" = "cpu") -> "torch.Tensor":
     """Which entries of the chunk `agent` changes (bool)."""
     import torch
 
-    draw = torch.rand(n, generator=_generator(spec.seed, "mask", agent.name, t.name, chunk))
+    draw = torch.rand(n, generator=_generator(spec.seed, "mask", agent.name, t.name, chunk, device=device),
+                      device=device)
     if agent.follow == 0:
         return draw < agent.density
     leaders = [a for a in spec.agents if a.follow == 0]
-    union = torch.zeros(n, dtype=torch.bool)
+    union = torch.zeros(n, dtype=torch.bool, device=device)
     for a in leaders:
-        union |= _masks(spec, t, chunk, n, a)
+        union |= _masks(spec, t, chunk, n, a, device)
     p_union = 1.0 - math.prod(1.0 - a.density for a in leaders)
     inside = min(1.0, agent.density * agent.follow / p_union)
     outside = min(1.0, agent.density * (1.0 - agent.follow) / max(1e-12, 1.0 - p_union))
@@ -279,20 +296,20 @@ def agent_chunk(spec: FixtureSpec, t: FixtureTensor, chunk: int, base: "torch.Te
     """The agent's bf16 values of one chunk: the base moved by a few bf16 steps where its mask says."""
     import torch
 
-    n = base.numel()
-    mask = _masks(spec, t, chunk, n, agent)
-    shared_up = torch.rand(n, generator=_generator(spec.seed, "sign", t.name, chunk)) < 0.5
-    g = _generator(spec.seed, "step", agent.name, t.name, chunk)
-    own_up = torch.rand(n, generator=g) < 0.5
-    takes_shared = torch.rand(n, generator=g) < spec.agree
-    steps = torch.randint(1, spec.max_steps + 1, (n,), generator=g, dtype=torch.int32)
+    n, device = base.numel(), base.device
+    mask = _masks(spec, t, chunk, n, agent, device)
+    shared_up = torch.rand(n, generator=_generator(spec.seed, "sign", t.name, chunk, device=device), device=device) < 0.5
+    g = _generator(spec.seed, "step", agent.name, t.name, chunk, device=device)
+    own_up = torch.rand(n, generator=g, device=device) < 0.5
+    takes_shared = torch.rand(n, generator=g, device=device) < spec.agree
+    steps = torch.randint(1, spec.max_steps + 1, (n,), generator=g, dtype=torch.int32, device=device)
     up = torch.where(takes_shared, shared_up, own_up)  # the value's direction
     # Work on the bf16 bit pattern: magnitude bits +- k is exactly k units in the last place
     bits = base.view(torch.int16).to(torch.int32)
     negative = bits < 0
     magnitude = bits & 0x7FFF
     exponent = (magnitude >> 7) - 127 - 7  # the unit in the last place is 2**exponent (normal numbers)
-    ulp = torch.ldexp(torch.ones(n), exponent.clamp(min=-133).to(torch.float32))
+    ulp = torch.ldexp(torch.ones(n, device=device), exponent.clamp(min=-133).to(torch.float32))
     needed = torch.ceil(_MIN_CHANGE / ulp).clamp(max=1 << 14).to(torch.int32)
     small = needed > steps  # tiny weights: step up in magnitude far enough to pass the threshold
     steps = torch.maximum(steps, needed)
@@ -303,13 +320,15 @@ def agent_chunk(spec: FixtureSpec, t: FixtureTensor, chunk: int, base: "torch.Te
     return new_bits.to(torch.int16).view(torch.bfloat16)
 
 
-def fill_base(spec: FixtureSpec, t: FixtureTensor, out: "torch.Tensor") -> None:
-    for chunk, start, end in _chunks(t.numel):
-        out[start:end] = base_chunk(spec, t, chunk, end - start)
+def fill_base(spec: FixtureSpec, t: FixtureTensor, out: "torch.Tensor", chunk_size: int = CHUNK_ELEMENTS) -> None:
+    """`out` (bf16, on any device) gets the base's values, drawn on out's device."""
+    for chunk, start, end in _chunks(t.numel, chunk_size):
+        out[start:end] = base_chunk(spec, t, chunk, end - start, out.device)
 
 
-def fill_agent(spec: FixtureSpec, t: FixtureTensor, base: "torch.Tensor", agent: AgentSpec, out: "torch.Tensor") -> None:
-    for chunk, start, end in _chunks(t.numel):
+def fill_agent(spec: FixtureSpec, t: FixtureTensor, base: "torch.Tensor", agent: AgentSpec, out: "torch.Tensor",
+               chunk_size: int = CHUNK_ELEMENTS) -> None:
+    for chunk, start, end in _chunks(t.numel, chunk_size):
         out[start:end] = agent_chunk(spec, t, chunk, base[start:end], agent)
 
 
@@ -321,11 +340,13 @@ class FixtureResult:
     files: tuple[str, ...] = field(default=())
 
 
-def write_fixture(spec: FixtureSpec, out_dir: str | Path, overwrite: bool = False) -> FixtureResult:
+def write_fixture(spec: FixtureSpec, out_dir: str | Path, overwrite: bool = False,
+                  device: "torch.device | str | None" = None) -> FixtureResult:
     """Write out_dir/base and out_dir/<agent> (each a complete Hugging Face checkpoint); return their paths.
 
     Each checkpoint is built in a temporary sibling renamed at the end, so a failure leaves no
-    half-written model behind.
+    half-written model behind. `device` (e.g. "cuda") draws the values there in 64M-entry chunks:
+    fast, but the bytes depend on that device's generator; None draws the reproducible CPU bytes.
     """
     import torch
 
@@ -339,8 +360,9 @@ def write_fixture(spec: FixtureSpec, out_dir: str | Path, overwrite: bool = Fals
     plan = ShardPlan.build([PlannedTensor(t.name, "bfloat16", t.shape) for t in tensors], parse_size(spec.shard_size))
     side = _side_files(spec)
     max_numel = max(t.numel for t in tensors)
-    base_buf = torch.empty(max_numel, dtype=torch.bfloat16)
-    agent_buf = torch.empty(max_numel, dtype=torch.bfloat16)
+    chunk_size = CHUNK_ELEMENTS if device is None else DEVICE_CHUNK_ELEMENTS
+    base_buf = torch.empty(max_numel, dtype=torch.bfloat16, device=device or "cpu")
+    agent_buf = torch.empty(max_numel, dtype=torch.bfloat16, device=device or "cpu")
     with contextlib.ExitStack() as stack:
         dirs = {name: stack.enter_context(staged_output_dir(out / name, overwrite)) for name in names}
         if spec.headers_only:
@@ -357,11 +379,11 @@ def write_fixture(spec: FixtureSpec, out_dir: str | Path, overwrite: bool = Fals
         for t in plan.order:
             info = next(x for x in tensors if x.name == t.name)
             base = base_buf[: info.numel]
-            fill_base(spec, info, base)
+            fill_base(spec, info, base, chunk_size)
             writers["base"].write(t.name, base.view(info.shape))
             for agent in spec.agents:
                 values = agent_buf[: info.numel]
-                fill_agent(spec, info, base, agent, values)
+                fill_agent(spec, info, base, agent, values, chunk_size)
                 writers[agent.name].write(t.name, values.view(info.shape))
         for name, d in dirs.items():
             files = writers[name].finish()
