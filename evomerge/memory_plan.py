@@ -212,7 +212,9 @@ class WorkerPlan:
     def inputs_where(self) -> str:
         """Where the inputs live: the GPU, private host memory, or the node's shared page cache."""
         inputs = next(c for c in self.components if c.name.startswith("inputs"))
-        return "node page cache (shared)" if inputs.shared else inputs.where
+        if inputs.shared:
+            return "node page cache (shared)"
+        return "GPU memory" if inputs.where == "gpu" else "host memory (private)"
 
 
 @dataclass(frozen=True)
@@ -396,16 +398,31 @@ def build_plan(req: PlanRequest) -> MemoryPlan:
     placements = ["device", "host_mapped"] if req.placement == "auto" else [req.placement]
     if placements[0] not in PLACEMENTS:
         raise EvomergeError(f"placement must be auto or one of {', '.join(PLACEMENTS)}, got {req.placement!r}")
-    refusal = None
+    tried = []
     for placement in placements:
         worker = _worker(req, ref, len(req.models), "worker-0", on_gpu, placement)
-        refusal = _refusal(req, worker, count)
-        if refusal is None:
-            break
+        tried.append((worker, _refusal(req, worker, count)))
+    worker, refusal = _choose(tried)
     workers = tuple(replace(worker, name=f"worker-{i}") for i in range(count))
     node = NodePlan(workers, req.host_memory, req.gpu_memory if on_gpu else None)
     whole = tuple(m for m in req.methods if not req.row_blockable.get(m, False))
     return MemoryPlan(req.backend, tuple(req.methods), facts, (node,), refusal, whole, req.densities)
+
+
+def _choose(tried: list[tuple[WorkerPlan, str | None]]) -> tuple[WorkerPlan, str | None]:
+    """The first placement that fits, unless it squeezes the engine: private copies on a GPU that leave vLLM
+    fewer sequences than mapped inputs would are passed over (the inputs do not fit *beside* the engine)."""
+    fitting = [(w, r) for w, r in tried if r is None]
+    if not fitting:
+        return tried[-1]
+    first = fitting[0]
+    seqs = [w.engine.get("max_num_seqs", 0) for w, _ in fitting]
+    if len(fitting) > 1 and seqs[0] < max(seqs):
+        best = fitting[seqs.index(max(seqs))]
+        note = (f"placement {first[0].placement} would fit but leave the engine max_num_seqs={seqs[0]} "
+                f"instead of {max(seqs)}")
+        return replace(best[0], notes=(note, *best[0].notes)), None
+    return first
 
 
 def _refusal(req: PlanRequest, w: WorkerPlan, count: int) -> str | None:

@@ -174,3 +174,17 @@ def test_cli_placement_workspace_and_densities(tiny, tmp_path, capsys):
     assert main(["plan", str(exp), "--placement", "compact", "--densities", "0.1,0.2,0.3"]) == 0
     assert "placement compact" in capsys.readouterr().out
 
+
+
+def test_auto_does_not_squeeze_the_engine_to_keep_private_copies_on_the_gpu(tmp_path):
+    """3 x 7B with RAM+ only (row-blockable: a 512 MiB workspace): private copies on an 80 GB GPU would fit
+    but leave vLLM 2 sequences of 32768 tokens; the mapped inputs leave it 32, so auto maps them."""
+    write_fixture(FixtureSpec("7b", paper_agents(3), headers_only=True, with_tokenizer=False), tmp_path)
+    req = dict(methods=("ram_plus",), backend="vllm", gpus=1, row_blockable={"ram_plus": True})
+    device = build_plan(request(tmp_path, placement="device", **req))
+    assert device.fits and device.nodes[0].workers[0].engine["max_num_seqs"] == 2
+    auto = build_plan(request(tmp_path, **req))
+    w = auto.nodes[0].workers[0]
+    assert auto.fits and auto.placement == "host_mapped" and w.engine["max_num_seqs"] == 32
+    assert w.notes[0] == "placement device would fit but leave the engine max_num_seqs=2 instead of 32"
+    assert comps(w)["workspace"].bytes == 512 * MIB and comps(w)["workspace"].where == "gpu"
