@@ -230,7 +230,7 @@ class NodePlan:
 
     @property
     def host_peak(self) -> int:
-        return node_host_bytes(self.host_shared, 0, 0) + sum(w.total("host", shared=False) for w in self.workers)
+        return self.host_shared + sum(w.total("host", shared=False) for w in self.workers)
 
 
 @dataclass(frozen=True)
