@@ -119,3 +119,29 @@ def test_a_plan_that_cannot_fit_stops_before_the_run_directory(tiny_family, tmp_
     assert len(err) == 1 and err[0].startswith("error: memory plan: 1 worker(s) need") and "100.00 MiB" in err[0]
     assert "not even one worker fits: use a node with more memory" in err[0]
     assert not (tmp_path / "cli").exists()
+
+
+def test_vllm_settings_the_plan_chose_reach_gpu_workers_unless_the_user_set_them(tmp_path):
+    """configure_workers on a GPU plan (7B headers, one 80 GB GPU): the engine settings the plan sized go to
+    the workers' generator options; the user's own values are kept; a CPU plan adds none."""
+    from evomerge.fixture import FixtureSpec, paper_agents, write_fixture
+    from evomerge.memory_plan import PlanRequest, build_plan
+    from evomerge.scoring.workers import WorkerSetup
+    from evomerge.worker_plan import configure_workers
+
+    write_fixture(FixtureSpec("7b", paper_agents(3), headers_only=True, with_tokenizer=False), tmp_path)
+    paths = dict(base=str(tmp_path / "base"), models=tuple(str(tmp_path / a) for a in ("coding", "tool_use", "memory")))
+    user = {"max_num_seqs": 8, "max_model_len": 32768}
+    plan = build_plan(PlanRequest(**paths, methods=("ram_plus",), backend="vllm", engine_options=user, gpus=1,
+                                  row_blockable={"ram_plus": True}))
+    setup = WorkerSetup(base=paths["base"], models=list(paths["models"]), suites={},
+                        generator={"backend": "vllm", "dtype": None, "options": dict(user)})
+    got = configure_workers(setup, plan)
+    engine = plan.nodes[0].workers[0].engine
+    assert engine["max_num_seqs"] == 8  # sized with the user's value
+    assert got.generator["options"] == {**user, "gpu_memory_utilization": engine["gpu_memory_utilization"],
+                                        "enforce_eager": False}
+    assert (got.placement, got.workspace_bytes) == (plan.placement, 512 * 2**20)
+    assert setup.generator["options"] == user  # the experiment's settings (the cache key) are not touched
+    cpu = build_plan(PlanRequest(**paths, methods=("ram_plus",), backend="vllm", engine_options=user, gpus=0))
+    assert configure_workers(setup, cpu).generator["options"] == user
