@@ -364,7 +364,8 @@ def _worker(req: PlanRequest, facts: ModelFacts, n_models: int, name: str, on_gp
     comps += _inputs(req, facts, n_models, placement, merge_where)
     if on_gpu and placement == "host_mapped":  # blocks travel through one pinned buffer (one operand row)
         comps.append(Component("pinned staging", ws_numel * DTYPE_BYTES[facts.dtype], "host"))
-    comps += [Component("workspace", ws, merge_where), Component("merge temporaries", temps, merge_where, peak_only=True)]
+    comps += [Component("workspace", ws, merge_where),
+              Component("merge temporaries", temps, merge_where, peak_only=True)]
     used_gpu = sum(c.bytes for c in comps if c.where == "gpu")
     engine, settings = _engine(req, facts, on_gpu, req.gpu_memory - used_gpu if on_gpu else None)
     comps += engine

@@ -64,7 +64,8 @@ def workers_on_node(workers: Any) -> int:
 
 def plan_request(base: str | None, models: Sequence[str], methods: Sequence[str], generator: Any, workers: Any,
                  row_blockable: Mapping[str, bool], machine: Machine, placement: str | None = None,
-                 workspace_mib: int | None | str = "experiment", densities: Sequence[float] | None = None) -> PlanRequest:
+                 workspace_mib: int | None | str = "experiment",
+                 densities: Sequence[float] | None = None) -> PlanRequest:
     """The request for an experiment's workers on `machine`; `placement` / `workspace_mib` override the
     experiment's workers settings (the `evomerge plan` flags)."""
     mib = workers.workspace_mib if workspace_mib == "experiment" else workspace_mib

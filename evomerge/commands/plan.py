@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workspace_mib is not None:
         text = str(args.workspace_mib).strip().lower()
         if text not in ("none", "null") and not (text.isdigit() and int(text) >= 1):
-            raise EvomergeError(f"--workspace-mib: expected a whole number of MiB >= 1 or 'none', got {args.workspace_mib!r}")
+            raise EvomergeError(f"--workspace-mib: expected a whole number of MiB >= 1 or 'none', "
+                                f"got {args.workspace_mib!r}")
         workspace = None if text in ("none", "null") else int(text)
     densities = None
     if args.densities:

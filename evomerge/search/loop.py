@@ -36,8 +36,8 @@ from evomerge.search.fidelity import FidelityLadder, Scored
 from evomerge.search.objectives import objective_vector
 from evomerge.search.optuna_samplers import record_constraints
 from evomerge.search.pareto import hypervolume, pareto_front
-from evomerge.search.record import HYPERVOLUME_HEADER, PLAN_JSON, RunRecord, evaluations_per_rung, trial_header, trial_row, \
-    write_front_json
+from evomerge.search.record import HYPERVOLUME_HEADER, PLAN_JSON, RunRecord, evaluations_per_rung, trial_header, \
+    trial_row, write_front_json
 from evomerge.search.resume import DISCARDED, recover
 from evomerge.search.storage import new_study_name, open_study, storage_url, stored_trials, study_name, \
     write_study_name
