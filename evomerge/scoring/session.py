@@ -46,7 +46,10 @@ class Scoring:
     def worker_setup(self, base: str | None, models: Sequence[str]) -> WorkerSetup:
         return WorkerSetup(base=base, models=list(models), suites=self.suites, generator=self.generator,
                            suite_factory=self.suite_factory, generator_factory=self.generator_factory,
-                           threads=self.workers.threads, placement=self.workers.placement,
+                           threads=self.workers.threads,
+                           # auto is resolved by a search's memory plan (evomerge.worker_plan); a sweep
+                           # does not plan yet: device, as before
+                           placement="device" if self.workers.placement == "auto" else self.workers.placement,
                            workspace_bytes=None if self.workers.workspace_mib is None
                            else self.workers.workspace_mib * 2**20)
 

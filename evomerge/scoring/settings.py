@@ -52,8 +52,10 @@ class Workers(Strict):
     gpus_per_worker: float = Field(1, ge=0)
     threads: int | None = Field(None, ge=1)  # torch CPU threads per worker; default: the cores shared among local workers
     # where each worker's ResidentMerger keeps the inputs (evomerge/resident.py): device (private copies),
-    # host_mapped (memory maps: the workers of a node share one copy through the page cache), compact
-    placement: Literal["device", "host_mapped", "compact"] = "device"
+    # host_mapped (memory maps: the workers of a node share one copy through the page cache), compact, or
+    # auto: a search's memory plan (evomerge.memory_plan) takes device when the inputs fit beside the engine,
+    # else host_mapped (a sweep, which does not plan yet, runs auto as device)
+    placement: Literal["auto", "device", "host_mapped", "compact"] = "auto"
     # row-block bound of the float32 workspace (evomerge.resident.DEFAULT_WORKSPACE_BYTES); None: whole tensors
     workspace_mib: int | None = Field(512, ge=1)
 

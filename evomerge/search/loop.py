@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from evomerge.errors import EvomergeError, ExperimentError
+from evomerge.memory_plan import PlanError
 from evomerge.scoring.outcomes import EvalOutcome, JobKey, summaries, summaries_to_dict
 from evomerge.scoring.pools import Pool
 from evomerge.scoring.session import Scoring, reference_models
@@ -35,11 +36,12 @@ from evomerge.search.fidelity import FidelityLadder, Scored
 from evomerge.search.objectives import objective_vector
 from evomerge.search.optuna_samplers import record_constraints
 from evomerge.search.pareto import hypervolume, pareto_front
-from evomerge.search.record import HYPERVOLUME_HEADER, RunRecord, evaluations_per_rung, trial_header, trial_row, \
-    write_front_json
+from evomerge.search.record import HYPERVOLUME_HEADER, PLAN_JSON, RunRecord, evaluations_per_rung, trial_header, \
+    trial_row, write_front_json
 from evomerge.search.resume import DISCARDED, recover
 from evomerge.search.storage import new_study_name, open_study, storage_url, stored_trials, study_name, \
     write_study_name
+from evomerge.worker_plan import configure_workers, plan_search
 
 if TYPE_CHECKING:
     import optuna
@@ -125,6 +127,10 @@ class SearchLoop:
                                               generator_factory=self.generator_factory)
         self.setup = self.scoring.worker_setup(exp.base, list(exp.models.values()))
         check_suites(self.setup)
+        self.plan = plan_search(exp, spec)  # this machine's memory plan; the workers run with what it chose
+        if not self.plan.fits:
+            raise PlanError(f"memory plan: {self.plan.refusal} (evomerge plan prints the whole plan)")
+        self.setup = configure_workers(self.setup, self.plan)
         if self._pool is None and exp.workers.kind == "local" and not exp.workers.ray_address:
             from evomerge.scoring.pools import check_main_guard
 
@@ -142,9 +148,12 @@ class SearchLoop:
                 self.record.create(exp)
                 self.study_name = new_study_name(exp.name)
                 write_study_name(self.record.dir, self.study_name)
+            # re-planned on every start (a resumed run may be on another machine): the plan the workers run with
+            self.record.write_plan(self.plan.to_dict())
         except BaseException:
             self.lock.release()
             raise
+        log.info("memory plan (%s): %s", PLAN_JSON, self.plan.summary())
         self.genes = [g.name for g in self.space.genes]
 
     # -- the run -------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 RUN_DIR/
   experiment.yaml     the experiment as validated (a resumed run must match it)
+  plan.json           the memory plan the workers run with (placement, workspace, engine settings; per start)
   run.json            {"study": NAME}: the study this run owns in its storage (none: a run from before, study "evomerge")
   run.lock            flock held by the one process working in the run; holds its pid
   study.db            Optuna storage (SQLite) unless the experiment names another SQLAlchemy URL
@@ -35,6 +36,7 @@ HYPERVOLUME_CSV = "hypervolume.csv"
 FRONT_JSON = "front.json"
 REFERENCES_JSON = "references.json"
 HELDOUT_JSON = "heldout.json"
+PLAN_JSON = "plan.json"  # the memory plan the workers run with (MemoryPlan.to_dict), rewritten on every start
 HYPERVOLUME_HEADER = ["evaluations", "trial", "hypervolume", "front_size"]
 
 
@@ -163,6 +165,9 @@ class RunRecord(RunDir):
 
     def write_heldout(self, done: Mapping[str, Any]) -> None:
         write_json_atomic(self.heldout_json, done)
+
+    def write_plan(self, plan: Mapping[str, Any]) -> None:
+        write_json_atomic(self.dir / PLAN_JSON, plan)
 
     def write_trial_items(self, number: int, results: Mapping[int, Any]) -> str:
         return self.write_items(items_name(number), results)
