@@ -119,6 +119,41 @@ class KnownOptimumProblem:
         return values
 
 
+class PairwiseProblem(KnownOptimumProblem):
+    """The synthetic family plus a pairwise interaction between neighbouring layer groups: not additive over
+    groups, so a model that assumes additivity (`additive`) is checked on a problem it does not match.
+
+    objective k = (1 - interaction) * (the synthetic family's objective k) + interaction * smoothness, where
+    smoothness is the mean over neighbouring layer groups (g_i, g_i+1) of [same method] * (1 - mean absolute
+    difference of that method's genes in [0, 1]): depth-wise consistency, which no group scores alone."""
+
+    def __init__(self, space: SearchSpace, interaction: float = 0.5, **kwargs):
+        super().__init__(space, **kwargs)
+        self.interaction = interaction
+        self.pairs = list(zip(space.layer_groups, space.layer_groups[1:]))
+
+    def _smoothness(self, values: dict) -> float:
+        if not self.pairs:
+            return 0.0
+        total = 0.0
+        for a, b in self.pairs:
+            method = self.space.method_of(a, values)
+            if method != self.space.method_of(b, values):
+                continue
+            genes = [g for g in self.space.genes if g.group == a.name and g.method == method]
+            if not genes:
+                total += 1.0
+                continue
+            diffs = [abs(g.to_unit(values[g.name]) - g.to_unit(values[g.name.replace(a.name, b.name, 1)]))
+                     for g in genes]
+            total += 1.0 - float(np.mean(diffs))
+        return total / len(self.pairs)
+
+    def __call__(self, values: dict) -> list[float]:
+        smooth = self._smoothness(values)
+        return [(1 - self.interaction) * v + self.interaction * smooth for v in super().__call__(values)]
+
+
 REAL_SCORES = ROOT / "benchmarks" / "real_scores" / "uniform_zoo.csv"
 OBJECTIVES = ("coding", "tool_use", "memory")
 
@@ -248,6 +283,11 @@ def run_optimizer(name: str, space: SearchSpace, problem, seed: int, evals: int,
     if name == "cmaes":
         study = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=seed))
         opt = CMAESOptimizer(study, space, problem.n, population, seed, [1.0] * problem.n, None, settings)
+    elif name == "additive":
+        from evomerge.search.additive import AdditiveOptimizer
+
+        study = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=seed))
+        opt = AdditiveOptimizer(study, space, problem.n, population, seed, settings)
     else:
         sampler = build_sampler(name, population, seed, settings, False, space=space)
         study = optuna.create_study(directions=directions, sampler=sampler)
@@ -287,7 +327,9 @@ def make_problem(family: str, space: SearchSpace, shared: float, surrogate: "Sco
         return KnownOptimumProblem(space, shared=shared)
     if family == "surrogate":
         return SurrogateProblem(space, surrogate)
-    raise SystemExit(f"--family: unknown family {family!r} (synthetic, surrogate)")
+    if family == "pairwise":
+        return PairwiseProblem(space, shared=shared)
+    raise SystemExit(f"--family: unknown family {family!r} (synthetic, surrogate, pairwise)")
 
 
 def optimizers_part(args) -> None:
@@ -297,9 +339,12 @@ def optimizers_part(args) -> None:
     print(f"{args.seeds} seeds; populations: {args.population} (NSGA / TPE / random / GP batch), CMA-ES "
           f"{args.cma_population} per scalarisation; settings {args.settings or 'the defaults'}; at most {args.gp_evals} "
           f"evaluations per GP run\n")
-    print("| family | space | groups | genes | optimizer | " + " | ".join(f"HV@{c}" for c in CHECKPOINTS) +
-          " | evals to target (median) | per seed | own ms / candidate |")
-    print("|---|---|---|---|---|" + "---|" * len(CHECKPOINTS) + "---|---|---|")
+    header = ["| family | space | groups | genes | optimizer | " + " | ".join(f"HV@{c}" for c in CHECKPOINTS) +
+              " | evals to target (median) | per seed | own ms / candidate |",
+              "|---|---|---|---|---|" + "---|" * len(CHECKPOINTS) + "---|---|---|"]
+    args.rows = []
+    for line in header:
+        print(line)
     for family in args.family:
         for space_name in args.space:
             for groups in args.groups:
@@ -308,6 +353,13 @@ def optimizers_part(args) -> None:
                                     num_layers=28)
                 problem = make_problem(family, space, args.shared, surrogate)
                 _table(args, family, space_name, groups, space, problem)
+    if args.markdown:
+        command = "python benchmarks/search_efficiency.py " + " ".join(sys.argv[1:])
+        Path(args.markdown).write_text(
+            f"<!-- {command} -->\n{args.seeds} seeds; populations: {args.population} (NSGA / TPE / random / GP / "
+            f"additive batch), CMA-ES {args.cma_population} per scalarisation; at most {args.gp_evals} evaluations "
+            f"per GP run; own ms = optimizer CPU milliseconds per candidate (ask + tell, median)\n\n"
+            + "\n".join(header + args.rows) + "\n")
 
 
 def _table(args, family, space_name, groups, space, problem) -> None:
@@ -331,8 +383,10 @@ def _table(args, family, space_name, groups, space, problem) -> None:
         med = statistics.median(x if x is not None else n + 1 for x in reach)
         med_s = f">{n}" if med > n else f"{med:g}"
         per_seed = ", ".join(str(x) if x is not None else f">{n}" for x in reach)
-        print(f"| {family} | {space_name} | {groups} | {len(space.genes)} | {name} | " + " | ".join(hv) +
-              f" | {med_s} | {per_seed} | {statistics.median(own) * 1e3:.1f} |", flush=True)
+        row = (f"| {family} | {space_name} | {groups} | {len(space.genes)} | {name} | " + " | ".join(hv) +
+               f" | {med_s} | {per_seed} | {statistics.median(own) * 1e3:.1f} |")
+        args.rows.append(row)
+        print(row, flush=True)
 
 
 def overhead_part(args) -> None:
@@ -378,14 +432,16 @@ def overhead_part(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", default="synthetic,surrogate", help="comma-separated: synthetic, surrogate")
+    parser.add_argument("--family", default="synthetic,surrogate,pairwise",
+                        help="comma-separated: synthetic, surrogate, pairwise (synthetic + neighbouring-group interactions)")
     parser.add_argument("--space", default="method_per_layer", help="comma-separated bundled spaces")
     parser.add_argument("--groups", default="4", help="comma-separated layer-group counts")
     parser.add_argument("--shared", type=float, default=0.0,
                         help="synthetic family: weight of a preference shared by all objectives (0: fully conflicting)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--evals", type=int, default=200)
-    parser.add_argument("--optimizers", default="nsga2,cmaes,tpe,random,gp")
+    parser.add_argument("--optimizers", default="nsga2,cmaes,tpe,random,gp,additive")
+    parser.add_argument("--markdown", help="also write the optimizers' table to this markdown file")
     parser.add_argument("--population", type=int, default=8, help="NSGA population / TPE, random and GP batch")
     parser.add_argument("--cma-population", type=int, default=6, help="CMA-ES popsize (per scalarisation)")
     parser.add_argument("--gp-evals", type=int, default=60,

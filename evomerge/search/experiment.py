@@ -34,7 +34,7 @@ from evomerge.scoring.settings import (Cache, Generator, Heldout, Objective, Sco
                                        relative_to, resolve_paths, with_default_kinds)
 from evomerge.yamlio import read_yaml_file
 
-OPTIMIZERS = ("nsga2", "nsga3", "cmaes", "tpe", "random", "gp")
+OPTIMIZERS = ("nsga2", "nsga3", "cmaes", "tpe", "random", "gp", "additive")
 
 
 class Cost(Strict):
@@ -51,7 +51,7 @@ class Constraints(Strict):
 
 
 class Optimizer(Strict):
-    name: Literal["nsga2", "nsga3", "cmaes", "tpe", "random", "gp"] = "nsga2"
+    name: Literal["nsga2", "nsga3", "cmaes", "tpe", "random", "gp", "additive"] = "nsga2"
     population: int = Field(16, ge=2)  # NSGA population / CMA-ES popsize / batch size in synchronous mode
     settings: dict[str, Any] = Field(default_factory=dict)  # passed to the sampler / CMA-ES (see evomerge/search)
 
