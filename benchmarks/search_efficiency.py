@@ -1,10 +1,10 @@
 """Search efficiency: how many evaluations each optimizer needs, on two families of problems over the real search
 spaces, and the per-candidate overhead of the worker (merge + weight swap) as a share of evaluation time.
 
-Part 1 (optimizers). Every optimizer (NSGA-II, CMA-ES, TPE, random search, the Gaussian-process optimiser)
-runs through the same classes and protocol as `evomerge search` (synchronous generations, Optuna in-memory
-storage) over a real space (the genes of `method_per_layer` or `ram_per_layer` bound to a 28-layer model,
-at 4, 8 or 16 layer groups), on three objectives from one of two families:
+Part 1 (optimizers). Every optimizer (NSGA-II, CMA-ES, TPE, random search, the Gaussian-process optimiser,
+the additive-model optimiser) runs through the same classes and protocol as `evomerge search` (synchronous
+generations, Optuna in-memory storage) over a real space (the genes of `method_per_layer` or `ram_per_layer`
+bound to a 28-layer model, at 4, 8 or 16 layer groups), on three objectives from one of three families:
 
 - `synthetic`: a cheap objective with a known optimum. Each of three objectives prefers, per layer group,
   one method and one point of that method's parameters (seeded). A group scores 1 - 4 * mean squared
@@ -17,11 +17,16 @@ at 4, 8 or 16 layer groups), on three objectives from one of two families:
   genome scores the mean over its groups of the prediction for that group's method and parameters. The
   additivity over layer groups is this family's assumption (the zoo has 3 decoder layers, so real scores of
   8- or 16-group genomes cannot exist); the response to each method and parameter is measured.
+- `pairwise`: the synthetic family with half of each objective replaced by a reward for neighbouring layer
+  groups that use the same method with similar parameters (`PairwiseProblem`). Not additive over groups: the
+  check that an optimizer assuming additivity (`additive`) does not win only because both other families
+  are additive.
 
-Printed per (family, space, groups): each optimizer's mean hypervolume (reference point 0) after 30/60/100/200
-evaluations, the evaluations it needs to reach the target (random search's 200-evaluation hypervolume,
-median over seeds), median over seeds (and per seed; '>N' when it never does within its N
-evaluations), and its own time per candidate (ask + tell, wall, median over candidates and seeds).
+Printed per (family, space, groups): each optimizer's mean hypervolume (reference point 0; the base's scores
+for `surrogate`) after 30/60/100/200 evaluations, the evaluations it needs to reach the target (random
+search's 200-evaluation hypervolume, median over seeds), median over seeds (and per seed; '>N' when it never
+does within its N evaluations), and its own CPU time per candidate (ask + tell, median over candidates and
+seeds). `--markdown FILE` writes the same table (with the command) for the docs.
 
 Part 2 (overhead). A worker on the tiny generated family (hidden 64, 2 layers) with the HF backend
 and a real generation-based suite (`coding` on its toy data): for candidates drawn from a search
@@ -29,8 +34,9 @@ space it merges in memory, swaps the weights in and generates; the share is
 (merge + swap) / (merge + swap + evaluation), per candidate.
 
     python benchmarks/search_efficiency.py                          # both parts, 5 seeds
-    python benchmarks/search_efficiency.py --seeds 3 --skip-overhead --family synthetic,surrogate \\
-        --space method_per_layer,ram_per_layer --groups 4,8,16 --optimizers nsga2,cmaes,tpe,random,gp
+    python benchmarks/search_efficiency.py --seeds 3 --skip-overhead --family synthetic,surrogate,pairwise \\
+        --space method_per_layer,ram_per_layer --groups 4,8,16 --optimizers nsga2,cmaes,tpe,random,additive \\
+        --markdown search_efficiency.md
     python benchmarks/search_efficiency.py --skip-optimizers --overhead-space ram_per_layer
 """
 
@@ -336,9 +342,9 @@ def optimizers_part(args) -> None:
     surrogate = ScoreSurrogate() if "surrogate" in args.family else None
     if surrogate is not None:
         print(f"surrogate: {surrogate.rows} real uniform merges of the zoo ({REAL_SCORES.relative_to(ROOT)})")
-    print(f"{args.seeds} seeds; populations: {args.population} (NSGA / TPE / random / GP batch), CMA-ES "
+    print(f"{args.seeds} seeds; populations: {args.population} (NSGA / TPE / random / GP / additive batch), CMA-ES "
           f"{args.cma_population} per scalarisation; settings {args.settings or 'the defaults'}; at most {args.gp_evals} "
-          f"evaluations per GP run\n")
+          f"evaluations and {min(args.seeds, args.gp_seeds)} seeds per GP run\n")
     header = ["| family | space | groups | genes | optimizer | " + " | ".join(f"HV@{c}" for c in CHECKPOINTS) +
               " | evals to target (median) | per seed | own ms / candidate |",
               "|---|---|---|---|---|" + "---|" * len(CHECKPOINTS) + "---|---|---|"]
@@ -358,7 +364,7 @@ def optimizers_part(args) -> None:
         Path(args.markdown).write_text(
             f"<!-- {command} -->\n{args.seeds} seeds; populations: {args.population} (NSGA / TPE / random / GP / "
             f"additive batch), CMA-ES {args.cma_population} per scalarisation; at most {args.gp_evals} evaluations "
-            f"per GP run; own ms = optimizer CPU milliseconds per candidate (ask + tell, median)\n\n"
+            f"per GP run ({min(args.seeds, args.gp_seeds)} seeds); own ms = optimizer CPU milliseconds per candidate (ask + tell, median)\n\n"
             + "\n".join(header + args.rows) + "\n")
 
 
@@ -369,8 +375,9 @@ def _table(args, family, space_name, groups, space, problem) -> None:
         settings = dict(args.settings.get(name, {}))  # by default those `evomerge search` uses
         population = args.cma_population if name == "cmaes" else args.population
         n = min(args.evals, args.gp_evals) if name == "gp" else args.evals
+        seeds = min(args.seeds, args.gp_seeds) if name == "gp" else args.seeds  # random's seeds set the target
         runs, own = [], []
-        for seed in range(args.seeds):
+        for seed in range(seeds):
             curve, secs = run_optimizer(name, space, problem, seed, n, population, settings)
             runs.append(curve)
             own += secs
@@ -446,6 +453,7 @@ def main() -> None:
     parser.add_argument("--cma-population", type=int, default=6, help="CMA-ES popsize (per scalarisation)")
     parser.add_argument("--gp-evals", type=int, default=60,
                         help="evaluations per GP run (its ask costs seconds; the goal is judged at 40)")
+    parser.add_argument("--gp-seeds", type=int, default=5, help="seeds of the GP runs (at most --seeds)")
     parser.add_argument("--settings", default="{}",
                         help='optimizer.settings per optimizer, as JSON: {"gp": {"local_searches": 3}, "tpe": {...}}')
     parser.add_argument("--skip-optimizers", action="store_true")
