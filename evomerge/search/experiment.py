@@ -50,10 +50,23 @@ class Constraints(Strict):
     relative_to: Literal["base", "specialist"] = "base"  # specialist: the model named like the objective
 
 
+# optimizer.population when the experiment gives none. `additive` learns from every finished batch, so a
+# smaller batch means fewer start-up draws and earlier model proposals (8 is what benchmarks/search_efficiency.py
+# measured it with); the others keep their historical 16.
+DEFAULT_POPULATION = {"additive": 8}
+
+
 class Optimizer(Strict):
     name: Literal["nsga2", "nsga3", "cmaes", "tpe", "random", "gp", "additive"] = "nsga2"
-    population: int = Field(16, ge=2)  # NSGA population / CMA-ES popsize / batch size in synchronous mode
+    # NSGA population / CMA-ES popsize / batch size in synchronous mode; None: DEFAULT_POPULATION, else 16
+    population: int | None = Field(None, ge=2)
     settings: dict[str, Any] = Field(default_factory=dict)  # passed to the sampler / CMA-ES (see evomerge/search)
+
+    @model_validator(mode="after")
+    def _default_population(self):
+        if self.population is None:
+            self.population = DEFAULT_POPULATION.get(self.name, 16)
+        return self
 
 
 class WarmStart(Strict):
