@@ -6,8 +6,8 @@ import pytest
 
 from evomerge.errors import ExperimentError
 from evomerge.genome import SearchSpace, load_space_spec
-from evomerge.search.additive import (AdditiveOptimizer, _Features, check_settings, encode, fit, layout, merge_key,
-                                      posterior_weights)
+from evomerge.search.additive import (AdditiveOptimizer, _Features, _rff_gram, check_settings, encode, fit, layout,
+                                      merge_key, posterior_weights)
 from evomerge.search.gp import canonical_genome
 
 from test_optimizers import MODELS, drive, finish, space
@@ -33,6 +33,20 @@ def test_same_seed_same_candidates_other_seed_others_and_genomes_canonical():
         assert canonical_genome(sp, values) == values
         sp.check(values)
     assert len({v["g0.method"] for _, v in runs[0]}) > 1  # the categorical method gene is searched
+
+
+def test_the_compact_feature_gram_equals_the_dense_one():
+    """Groups mixing methods, a method without searched genes (RAM's grid epsilon has one): the same matrix."""
+    spec = load_space_spec("method_per_layer", {"layer_groups": {"count": 3}})
+    sp = SearchSpace(spec, base="/ckpt/base", models=MODELS, num_layers=6)
+    rng = np.random.default_rng(1)
+    lay = layout(sp)
+    rows = [encode(sp, lay, canonical_genome(sp, sp.sample(rng))) for _ in range(30)]
+    idx = np.stack([r[0] for r in rows])
+    units = [[np.stack([r[1][g][m] for r in rows]) for m in range(len(lay.methods))] for g in range(len(lay.groups))]
+    features = _Features(lay, 8, 0)
+    _, rff = features.matrices(idx, units, 0.3)
+    assert np.allclose(_rff_gram(rff, idx, features), rff @ rff.T, rtol=0, atol=1e-12)
 
 
 def test_model_proposals_follow_the_start_up_draws():

@@ -181,7 +181,7 @@ def fit(features: _Features, idx: np.ndarray, units: list, Y: np.ndarray) -> _Fi
     best = None
     for length in LENGTHS:
         const, rff = features.matrices(idx, units, length)
-        Kc, Kr = const @ const.T, rff @ rff.T
+        Kc, Kr = const @ const.T, _rff_gram(rff, idx, features)
         for c in CONSTANTS:
             K = c * Kc + (1 - c) * Kr
             for noise in NOISES:
@@ -196,6 +196,26 @@ def fit(features: _Features, idx: np.ndarray, units: list, Y: np.ndarray) -> _Fi
     _, length, c, noise, L, const, rff = best
     phi = np.concatenate([math.sqrt(c) * const, math.sqrt(1 - c) * rff], axis=1)
     return _Fit(length, c, noise, phi, L, Z, mean, scale)
+
+
+def _rff_gram(rff: np.ndarray, idx: np.ndarray, features: _Features) -> np.ndarray:
+    """rff @ rff.T without the zeros: in one group a row has only its own method's features, so the group's
+    method blocks are summed into one (n, D) block S_g and the group contributes (S_g S_g^T) where the two
+    rows picked the same method, 0 elsewhere (5x fewer products with five methods)."""
+    lay, D = features.lay, features.D
+    K = np.zeros((len(rff), len(rff)))
+    pos = 0
+    for gi in range(len(lay.groups)):
+        widths = [D if lay.genes[gi][mi] else 0 for mi in range(len(lay.methods))]
+        if not any(widths):
+            continue
+        S = np.zeros((len(rff), D))
+        for w in widths:
+            if w:
+                S += rff[:, pos:pos + w]
+                pos += w
+        K += (S @ S.T) * (idx[:, gi][:, None] == idx[:, gi][None, :])
+    return K
 
 
 def _solve_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -237,6 +257,8 @@ class AdditiveOptimizer(Optimizer):
         self.lay = layout(space)
         self.features = _Features(self.lay, self.settings["features"], seed)
         self._cache: tuple[tuple[int, ...], Any] | None = None  # (finished trial numbers, their model)
+        self._keys: dict[int, tuple] = {}  # trial number -> merge_key (a trial's genome never changes)
+        self._rows: dict[int, tuple] = {}  # trial number -> encode(...)
 
     @property
     def batch_size(self) -> int:
@@ -251,7 +273,7 @@ class AdditiveOptimizer(Optimizer):
         trials = self.study.get_trials(deepcopy=False)
         number = len(trials)  # the number the new trial gets: the draw depends on it, not on the process's history
         rng = np.random.default_rng([self.seed, number, 1])
-        seen = {merge_key(self.space, t.params) for t in trials if len(t.params) == len(self.space.genes)}
+        seen = {self._key(t) for t in trials if len(t.params) == len(self.space.genes)}
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
                 and t.user_attrs.get("result", {}).get("maximised") is not None
                 and len(t.params) == len(self.space.genes)]
@@ -277,12 +299,22 @@ class AdditiveOptimizer(Optimizer):
         trial = self.study.ask()
         return Proposal(trial, suggest_genome(trial, self.space), attrs)
 
+    def _key(self, trial: "optuna.trial.FrozenTrial") -> tuple:
+        if trial.number not in self._keys:
+            self._keys[trial.number] = merge_key(self.space, trial.params)
+        return self._keys[trial.number]
+
+    def _encoded(self, trial: "optuna.trial.FrozenTrial") -> tuple:
+        if trial.number not in self._rows:
+            self._rows[trial.number] = encode(self.space, self.lay, trial.params)
+        return self._rows[trial.number]
+
     # -- model -------------------------------------------------------------------------------------
     def _model(self, done: list) -> dict:
         key = tuple(t.number for t in done)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        rows = [encode(self.space, self.lay, t.params) for t in done]
+        rows = [self._encoded(t) for t in done]
         idx = np.stack([r[0] for r in rows])
         G, M = len(self.lay.groups), len(self.lay.methods)
         units = [[np.stack([r[1][gi][mi] for r in rows]) for mi in range(M)] for gi in range(G)]
