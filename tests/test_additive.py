@@ -190,3 +190,10 @@ def test_experiment_accepts_additive(tiny_family, tmp_path):
         bad = Experiment.from_dict(sh.experiment_dict(tiny_family, tmp_path, optimizer={"name": "additive",
                                                                                         "settings": {"x": 1}}))
         run_search(bad, tmp_path / "bad", suite_factory=sh.suite_factory, progress=False, report=False)
+
+
+def test_additive_is_the_default_optimizer_with_batches_of_8():
+    from evomerge.search.experiment import Optimizer
+
+    assert Optimizer().name == "additive" and Optimizer().population == 8
+    assert Optimizer(name="nsga2").population == 16 and Optimizer(name="additive", population=4).population == 4
