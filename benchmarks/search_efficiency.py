@@ -363,8 +363,11 @@ def optimizers_part(args) -> None:
         command = "python benchmarks/search_efficiency.py " + " ".join(sys.argv[1:])
         Path(args.markdown).write_text(
             f"<!-- {command} -->\n{args.seeds} seeds; populations: {args.population} (NSGA / TPE / random / GP / "
-            f"additive batch), CMA-ES {args.cma_population} per scalarisation; at most {args.gp_evals} evaluations "
-            f"per GP run ({min(args.seeds, args.gp_seeds)} seeds); own ms = optimizer CPU milliseconds per candidate (ask + tell, median)\n\n"
+            f"additive batch), CMA-ES {args.cma_population} per scalarisation; "
+            + (f"the GP: at most {args.gp_evals} evaluations, {min(args.seeds, args.gp_seeds)} seed(s); "
+               if "gp" in args.optimizers else "")
+            + f"settings {args.settings or 'the defaults'}; own ms = optimizer CPU milliseconds per candidate "
+            f"(ask + tell, median)\n\n"
             + "\n".join(header + args.rows) + "\n")
 
 
