@@ -83,6 +83,31 @@ def test_resume_from_the_storage_continues_as_if_uninterrupted(tmp_path):
     assert first + more == straight
 
 
+def drive_async(opt, study, sp, n):
+    """One worker in async mode: ask one, finish it, ask the next (the model is refitted before every ask)."""
+    seen = []
+    while len(study.trials) < n:
+        p = opt.ask()
+        finish(opt, study, sp, p)
+        seen.append((p.number, p.values))
+    return seen
+
+
+def test_async_refits_search_hyperparameters_once_per_batch_and_resume_alike(tmp_path):
+    sp = space()
+    study, opt = make(sp, 6)
+    straight = drive_async(opt, study, sp, 14)
+    prefixes = sorted(len(k) for k in opt._hyper)
+    assert prefixes == [4, 8, 12]  # trials 5-7 reuse the grid choice made on the first 4, 9-11 on the first 8
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study1, opt1 = make(sp, 6, storage=url)
+    drive_async(opt1, study1, sp, 9)
+    study2, opt2 = make(sp, 6, storage=url)
+    opt2.restore(study2.get_trials())
+    drive_async(opt2, study2, sp, 14)
+    assert [t.params for t in study2.trials] == [v for _, v in straight]
+
+
 def test_the_model_recovers_an_additive_response_and_learns_the_method():
     """A response that is a sum over groups (ties best everywhere, its density best at 0.8): the posterior mean
     predicts unseen genomes, and proposals pick ties with a density near 0.8."""

@@ -31,7 +31,10 @@ Lagrangian relaxation: it keeps the acquisition additive).
 
 State: none beyond the study. Each ask rebuilds the model from the study's finished trials (warm-start and
 resumed trials included) and draws from a generator seeded by (seed, trial number), so a resumed run
-continues as if it had not stopped. Cost: a few milliseconds of CPU per candidate at 200 trials.
+continues as if it had not stopped. The hyperparameter grid is searched once per `population` finished
+trials (in async mode the refits in between keep the last batch's choice). Cost (CPU, 200 trials, 16 groups,
+3 objectives): 13 ms per ask from a fitted model, 75 ms for a refit with the grid at 170 genes (once per
+batch in synchronous mode), ~35 ms for a refit without it (async mode); 6 / ~15 ms at 51 genes.
 """
 
 from __future__ import annotations
@@ -171,20 +174,25 @@ class _Fit:
     scale: np.ndarray
 
 
-def fit(features: _Features, idx: np.ndarray, units: list, Y: np.ndarray) -> _Fit:
-    """Hyperparameters by marginal likelihood on the grid (shared by the outputs), then the factorisation."""
+GRID = tuple((length, c, noise) for length in LENGTHS for c in CONSTANTS for noise in NOISES)
+
+
+def fit(features: _Features, idx: np.ndarray, units: list, Y: np.ndarray,
+        grid: Sequence[tuple[float, float, float]] = GRID) -> _Fit:
+    """Hyperparameters (length, c, noise) by marginal likelihood over `grid` (shared by the outputs), then the
+    factorisation. A grid of one point: the fit with those hyperparameters."""
     mean = Y.mean(axis=0)
     scale = Y.std(axis=0)
     scale[scale <= 1e-12] = 1.0
     Z = (Y - mean) / scale
     n = len(Z)
     best = None
-    for length in LENGTHS:
+    for length in dict.fromkeys(g[0] for g in grid):
         const, rff = features.matrices(idx, units, length)
         Kc, Kr = const @ const.T, _rff_gram(rff, idx, features)
-        for c in CONSTANTS:
+        for c in dict.fromkeys(g[1] for g in grid if g[0] == length):
             K = c * Kc + (1 - c) * Kr
-            for noise in NOISES:
+            for noise in (g[2] for g in grid if g[0] == length and g[1] == c):
                 try:
                     L = np.linalg.cholesky(K + (noise + 1e-9) * np.eye(n))
                 except np.linalg.LinAlgError:
@@ -259,6 +267,7 @@ class AdditiveOptimizer(Optimizer):
         self._cache: tuple[tuple[int, ...], Any] | None = None  # (finished trial numbers, their model)
         self._keys: dict[int, tuple] = {}  # trial number -> merge_key (a trial's genome never changes)
         self._rows: dict[int, tuple] = {}  # trial number -> encode(...)
+        self._hyper: dict[tuple[int, ...], tuple[float, float, float]] = {}  # trial numbers -> (length, c, noise)
 
     @property
     def batch_size(self) -> int:
@@ -323,7 +332,22 @@ class AdditiveOptimizer(Optimizer):
         C = np.array([list(r.get("constraints", ())) for r in results], dtype=float).reshape(len(done), -1)
         infeasible = float(np.mean((C > 0).any(axis=1))) if C.shape[1] else 0.0
         out = np.concatenate([Y, C], axis=1)
-        model = {"fit": fit(self.features, idx, units, out), "idx": idx, "units": units, "infeasible": infeasible}
+        # The hyperparameter grid is searched on whole batches only: on the first k * population finished
+        # trials (by trial number). In synchronous mode that is every finished trial; in async mode, where the
+        # model is refitted after each finished trial, the grid runs once per `population` trials and the
+        # refits in between only factorise (a fixed prefix, so a resumed run chooses the same values).
+        n = len(done)
+        prefix = (n // self.population) * self.population
+        if prefix < 2 or prefix == n:
+            f = fit(self.features, idx, units, out)
+            self._hyper[key] = (f.length, f.c, f.noise)
+        else:
+            pkey = key[:prefix]
+            if pkey not in self._hyper:
+                part = fit(self.features, idx[:prefix], [[u[:prefix] for u in g] for g in units], out[:prefix])
+                self._hyper[pkey] = (part.length, part.c, part.noise)
+            f = fit(self.features, idx, units, out, grid=[self._hyper[pkey]])
+        model = {"fit": f, "idx": idx, "units": units, "infeasible": infeasible}
         self._cache = (key, model)
         return model
 
