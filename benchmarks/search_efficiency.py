@@ -1,10 +1,10 @@
 """Search efficiency: how many evaluations each optimizer needs, on two families of problems over the real search
 spaces, and the per-candidate overhead of the worker (merge + weight swap) as a share of evaluation time.
 
-Part 1 (optimizers). Every optimizer (NSGA-II, CMA-ES, TPE, random search, the Gaussian-process optimiser)
-runs through the same classes and protocol as `evomerge search` (synchronous generations, Optuna in-memory
-storage) over a real space (the genes of `method_per_layer` or `ram_per_layer` bound to a 28-layer model,
-at 4, 8 or 16 layer groups), on three objectives from one of two families:
+Part 1 (optimizers). Every optimizer (NSGA-II, CMA-ES, TPE, random search, the Gaussian-process optimiser,
+the additive-model optimiser) runs through the same classes and protocol as `evomerge search` (synchronous
+generations, Optuna in-memory storage) over a real space (the genes of `method_per_layer` or `ram_per_layer`
+bound to a 28-layer model, at 4, 8 or 16 layer groups), on three objectives from one of three families:
 
 - `synthetic`: a cheap objective with a known optimum. Each of three objectives prefers, per layer group,
   one method and one point of that method's parameters (seeded). A group scores 1 - 4 * mean squared
@@ -17,11 +17,16 @@ at 4, 8 or 16 layer groups), on three objectives from one of two families:
   genome scores the mean over its groups of the prediction for that group's method and parameters. The
   additivity over layer groups is this family's assumption (the zoo has 3 decoder layers, so real scores of
   8- or 16-group genomes cannot exist); the response to each method and parameter is measured.
+- `pairwise`: the synthetic family with half of each objective replaced by a reward for neighbouring layer
+  groups that use the same method with similar parameters (`PairwiseProblem`). Not additive over groups: the
+  check that an optimizer assuming additivity (`additive`) does not win only because both other families
+  are additive.
 
-Printed per (family, space, groups): each optimizer's mean hypervolume (reference point 0) after 30/60/100/200
-evaluations, the evaluations it needs to reach the target (random search's 200-evaluation hypervolume,
-median over seeds), median over seeds (and per seed; '>N' when it never does within its N
-evaluations), and its own time per candidate (ask + tell, wall, median over candidates and seeds).
+Printed per (family, space, groups): each optimizer's mean hypervolume (reference point 0; the base's scores
+for `surrogate`) after 30/60/100/200 evaluations, the evaluations it needs to reach the target (random
+search's 200-evaluation hypervolume, median over seeds), median over seeds (and per seed; '>N' when it never
+does within its N evaluations), and its own CPU time per candidate (ask + tell, median over candidates and
+seeds). `--markdown FILE` writes the same table (with the command) for the docs.
 
 Part 2 (overhead). A worker on the tiny generated family (hidden 64, 2 layers) with the HF backend
 and a real generation-based suite (`coding` on its toy data): for candidates drawn from a search
@@ -29,8 +34,9 @@ space it merges in memory, swaps the weights in and generates; the share is
 (merge + swap) / (merge + swap + evaluation), per candidate.
 
     python benchmarks/search_efficiency.py                          # both parts, 5 seeds
-    python benchmarks/search_efficiency.py --seeds 3 --skip-overhead --family synthetic,surrogate \\
-        --space method_per_layer,ram_per_layer --groups 4,8,16 --optimizers nsga2,cmaes,tpe,random,gp
+    python benchmarks/search_efficiency.py --seeds 3 --skip-overhead --family synthetic,surrogate,pairwise \\
+        --space method_per_layer,ram_per_layer --groups 4,8,16 --optimizers nsga2,cmaes,tpe,random,additive \\
+        --markdown search_efficiency.md
     python benchmarks/search_efficiency.py --skip-optimizers --overhead-space ram_per_layer
 """
 
@@ -117,6 +123,41 @@ class KnownOptimumProblem:
             for g, u in target.items():
                 values[g] = self.space.gene(g).from_unit(u)
         return values
+
+
+class PairwiseProblem(KnownOptimumProblem):
+    """The synthetic family plus a pairwise interaction between neighbouring layer groups: not additive over
+    groups, so a model that assumes additivity (`additive`) is checked on a problem it does not match.
+
+    objective k = (1 - interaction) * (the synthetic family's objective k) + interaction * smoothness, where
+    smoothness is the mean over neighbouring layer groups (g_i, g_i+1) of [same method] * (1 - mean absolute
+    difference of that method's genes in [0, 1]): depth-wise consistency, which no group scores alone."""
+
+    def __init__(self, space: SearchSpace, interaction: float = 0.5, **kwargs):
+        super().__init__(space, **kwargs)
+        self.interaction = interaction
+        self.pairs = list(zip(space.layer_groups, space.layer_groups[1:]))
+
+    def _smoothness(self, values: dict) -> float:
+        if not self.pairs:
+            return 0.0
+        total = 0.0
+        for a, b in self.pairs:
+            method = self.space.method_of(a, values)
+            if method != self.space.method_of(b, values):
+                continue
+            genes = [g for g in self.space.genes if g.group == a.name and g.method == method]
+            if not genes:
+                total += 1.0
+                continue
+            diffs = [abs(g.to_unit(values[g.name]) - g.to_unit(values[g.name.replace(a.name, b.name, 1)]))
+                     for g in genes]
+            total += 1.0 - float(np.mean(diffs))
+        return total / len(self.pairs)
+
+    def __call__(self, values: dict) -> list[float]:
+        smooth = self._smoothness(values)
+        return [(1 - self.interaction) * v + self.interaction * smooth for v in super().__call__(values)]
 
 
 REAL_SCORES = ROOT / "benchmarks" / "real_scores" / "uniform_zoo.csv"
@@ -248,6 +289,11 @@ def run_optimizer(name: str, space: SearchSpace, problem, seed: int, evals: int,
     if name == "cmaes":
         study = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=seed))
         opt = CMAESOptimizer(study, space, problem.n, population, seed, [1.0] * problem.n, None, settings)
+    elif name == "additive":
+        from evomerge.search.additive import AdditiveOptimizer
+
+        study = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=seed))
+        opt = AdditiveOptimizer(study, space, problem.n, population, seed, settings)
     else:
         sampler = build_sampler(name, population, seed, settings, False, space=space)
         study = optuna.create_study(directions=directions, sampler=sampler)
@@ -287,19 +333,24 @@ def make_problem(family: str, space: SearchSpace, shared: float, surrogate: "Sco
         return KnownOptimumProblem(space, shared=shared)
     if family == "surrogate":
         return SurrogateProblem(space, surrogate)
-    raise SystemExit(f"--family: unknown family {family!r} (synthetic, surrogate)")
+    if family == "pairwise":
+        return PairwiseProblem(space, shared=shared)
+    raise SystemExit(f"--family: unknown family {family!r} (synthetic, surrogate, pairwise)")
 
 
 def optimizers_part(args) -> None:
     surrogate = ScoreSurrogate() if "surrogate" in args.family else None
     if surrogate is not None:
         print(f"surrogate: {surrogate.rows} real uniform merges of the zoo ({REAL_SCORES.relative_to(ROOT)})")
-    print(f"{args.seeds} seeds; populations: {args.population} (NSGA / TPE / random / GP batch), CMA-ES "
+    print(f"{args.seeds} seeds; populations: {args.population} (NSGA / TPE / random / GP / additive batch), CMA-ES "
           f"{args.cma_population} per scalarisation; settings {args.settings or 'the defaults'}; at most {args.gp_evals} "
-          f"evaluations per GP run\n")
-    print("| family | space | groups | genes | optimizer | " + " | ".join(f"HV@{c}" for c in CHECKPOINTS) +
-          " | evals to target (median) | per seed | own ms / candidate |")
-    print("|---|---|---|---|---|" + "---|" * len(CHECKPOINTS) + "---|---|---|")
+          f"evaluations and {min(args.seeds, args.gp_seeds)} seeds per GP run\n")
+    header = ["| family | space | groups | genes | optimizer | " + " | ".join(f"HV@{c}" for c in CHECKPOINTS) +
+              " | evals to target (median) | per seed | own ms / candidate |",
+              "|---|---|---|---|---|" + "---|" * len(CHECKPOINTS) + "---|---|---|"]
+    args.rows = []
+    for line in header:
+        print(line)
     for family in args.family:
         for space_name in args.space:
             for groups in args.groups:
@@ -308,6 +359,16 @@ def optimizers_part(args) -> None:
                                     num_layers=28)
                 problem = make_problem(family, space, args.shared, surrogate)
                 _table(args, family, space_name, groups, space, problem)
+    if args.markdown:
+        command = "python benchmarks/search_efficiency.py " + " ".join(sys.argv[1:])
+        Path(args.markdown).write_text(
+            f"<!-- {command} -->\n{args.seeds} seeds; populations: {args.population} (NSGA / TPE / random / GP / "
+            f"additive batch), CMA-ES {args.cma_population} per scalarisation; "
+            + (f"the GP: at most {args.gp_evals} evaluations, {min(args.seeds, args.gp_seeds)} seed(s); "
+               if "gp" in args.optimizers else "")
+            + f"settings {args.settings or 'the defaults'}; own ms = optimizer CPU milliseconds per candidate "
+            f"(ask + tell, median)\n\n"
+            + "\n".join(header + args.rows) + "\n")
 
 
 def _table(args, family, space_name, groups, space, problem) -> None:
@@ -317,8 +378,9 @@ def _table(args, family, space_name, groups, space, problem) -> None:
         settings = dict(args.settings.get(name, {}))  # by default those `evomerge search` uses
         population = args.cma_population if name == "cmaes" else args.population
         n = min(args.evals, args.gp_evals) if name == "gp" else args.evals
+        seeds = min(args.seeds, args.gp_seeds) if name == "gp" else args.seeds  # random's seeds set the target
         runs, own = [], []
-        for seed in range(args.seeds):
+        for seed in range(seeds):
             curve, secs = run_optimizer(name, space, problem, seed, n, population, settings)
             runs.append(curve)
             own += secs
@@ -331,8 +393,10 @@ def _table(args, family, space_name, groups, space, problem) -> None:
         med = statistics.median(x if x is not None else n + 1 for x in reach)
         med_s = f">{n}" if med > n else f"{med:g}"
         per_seed = ", ".join(str(x) if x is not None else f">{n}" for x in reach)
-        print(f"| {family} | {space_name} | {groups} | {len(space.genes)} | {name} | " + " | ".join(hv) +
-              f" | {med_s} | {per_seed} | {statistics.median(own) * 1e3:.1f} |", flush=True)
+        row = (f"| {family} | {space_name} | {groups} | {len(space.genes)} | {name} | " + " | ".join(hv) +
+               f" | {med_s} | {per_seed} | {statistics.median(own) * 1e3:.1f} |")
+        args.rows.append(row)
+        print(row, flush=True)
 
 
 def overhead_part(args) -> None:
@@ -378,18 +442,21 @@ def overhead_part(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", default="synthetic,surrogate", help="comma-separated: synthetic, surrogate")
+    parser.add_argument("--family", default="synthetic,surrogate,pairwise",
+                        help="comma-separated: synthetic, surrogate, pairwise (synthetic + neighbouring-group interactions)")
     parser.add_argument("--space", default="method_per_layer", help="comma-separated bundled spaces")
     parser.add_argument("--groups", default="4", help="comma-separated layer-group counts")
     parser.add_argument("--shared", type=float, default=0.0,
                         help="synthetic family: weight of a preference shared by all objectives (0: fully conflicting)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--evals", type=int, default=200)
-    parser.add_argument("--optimizers", default="nsga2,cmaes,tpe,random,gp")
+    parser.add_argument("--optimizers", default="nsga2,cmaes,tpe,random,gp,additive")
+    parser.add_argument("--markdown", help="also write the optimizers' table to this markdown file")
     parser.add_argument("--population", type=int, default=8, help="NSGA population / TPE, random and GP batch")
     parser.add_argument("--cma-population", type=int, default=6, help="CMA-ES popsize (per scalarisation)")
     parser.add_argument("--gp-evals", type=int, default=60,
                         help="evaluations per GP run (its ask costs seconds; the goal is judged at 40)")
+    parser.add_argument("--gp-seeds", type=int, default=5, help="seeds of the GP runs (at most --seeds)")
     parser.add_argument("--settings", default="{}",
                         help='optimizer.settings per optimizer, as JSON: {"gp": {"local_searches": 3}, "tpe": {...}}')
     parser.add_argument("--skip-optimizers", action="store_true")

@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recipe": ("recipe", "convert a recipe to or from a mergekit YAML (recipe convert SRC DST)"),
     "methods": ("methods", "list the merge methods, their parameters, defaults and valid values (--markdown: docs tables)"),
     "analyze": ("analyze", "task-vector statistics: density, unique/shared changes, RAM+ rho and lambda"),
-    "search": ("search", "search for the best merges (NSGA-II/III, CMA-ES, TPE, GP, random) over agent benchmarks; Pareto front + report"),
+    "search": ("search", "search for the best merges (NSGA-II/III, CMA-ES, TPE, GP, additive-model Thompson sampling, random) over agent benchmarks; Pareto front + report"),
     "front": ("front", "list a search run's Pareto front, or export a trial's recipe (and mergekit YAML)"),
     "evaluate": ("evaluate", "score a model on agent benchmarks (coding, tool_use, memory) and write per-item results"),
     "zoo": ("zoo", "build the tiny RL-trained agent zoo (base + coding / tool-use / memory GRPO agents)"),

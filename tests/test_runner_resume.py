@@ -44,6 +44,8 @@ def study_trials(run_dir: Path):
 
 @pytest.mark.parametrize("optimizer,fidelity", [
     ({"name": "nsga2", "population": 4}, {"rungs": [None]}),
+    # the additive model is rebuilt from the study and its draws are seeded by trial number
+    ({"name": "additive", "population": 4, "settings": {"n_startup_trials": 4}}, {"rungs": [None]}),
     # CMA-ES replays its generations from the storage; a trial killed between rungs keeps its first rung
     pytest.param({"name": "cmaes", "population": 4}, {"rungs": [4, None], "z": 0.0}, marks=pytest.mark.slow),
 ])

@@ -65,8 +65,44 @@ def test_every_optimizer_runs_through_the_driver():
     space = se.SearchSpace(se.load_space_spec("method_per_layer", {"layer_groups": {"count": 2}}), base="/b",
                            models=["/a", "/b", "/c"], model_names=list(se.OBJECTIVES), num_layers=28)
     problem = se.KnownOptimumProblem(space)
-    for name in ("nsga2", "cmaes", "tpe", "random", "gp"):
+    for name in ("nsga2", "cmaes", "tpe", "random", "gp", "additive"):
         settings = {"n_startup_trials": 4, "preliminary_samples": 32, "local_searches": 2} if name == "gp" else {}
         curve, own = se.run_optimizer(name, space, problem, 0, 8, 4, settings)
         assert len(curve) == 8 and curve == sorted(curve) and len(own) == 8 and min(own) >= 0
     assert se.evals_to_reach([0.1, 0.2, 0.3], 0.2) == 2 and se.evals_to_reach([0.1], 0.2) is None
+
+
+def test_pairwise_family_is_not_additive_over_groups():
+    """f(a0, b1) + f(b0, a1) != f(a0, a1) + f(b0, b1) for genomes differing in two neighbouring groups: the
+    change g0 makes depends on g1 (an additive function would give equality)."""
+    space = se.SearchSpace(se.load_space_spec("ram_per_layer", {"layer_groups": {"count": 2}}), base="/b",
+                           models=["/a", "/b", "/c"], model_names=list(se.OBJECTIVES), num_layers=28)
+    problem = se.PairwiseProblem(space, interaction=0.5)
+    plain = se.KnownOptimumProblem(space)
+
+    def genome(u0, u1):
+        values = {g.name: g.midpoint() for g in space.genes}
+        for g in space.genes:
+            if g.group in ("g0", "g1"):
+                values[g.name] = g.from_unit(u0 if g.group == "g0" else u1)
+        return values
+
+    same = genome(0.2, 0.2)
+    assert problem._smoothness(same) == pytest.approx(1.0)  # one pair of neighbours, identical genes
+    assert problem._smoothness(genome(0.2, 0.7)) == pytest.approx(0.5)
+    assert problem(same) == pytest.approx([0.5 * v + 0.5 for v in plain(same)])
+    a = np.array(problem(genome(0.2, 0.2))) + np.array(problem(genome(0.7, 0.7)))
+    b = np.array(problem(genome(0.2, 0.7))) + np.array(problem(genome(0.7, 0.2)))
+    assert np.allclose(a - b, 0.5)  # the additive part cancels; the interaction: 0.5 * (1 + 1 - 0.5 - 0.5)
+
+
+def test_markdown_table_is_written_with_its_command(tmp_path, monkeypatch):
+    out = tmp_path / "table.md"
+    monkeypatch.setattr(sys, "argv", ["search_efficiency.py", "--skip-overhead", "--family", "synthetic", "--groups",
+                                      "2", "--seeds", "1", "--evals", "8", "--optimizers", "random,additive",
+                                      "--markdown", str(out)])
+    se.main()
+    text = out.read_text()
+    assert text.startswith("<!-- python benchmarks/search_efficiency.py --skip-overhead")
+    rows = [line for line in text.splitlines() if line.startswith("| synthetic")]
+    assert [r.split(" | ")[4] for r in rows] == ["random", "additive"]

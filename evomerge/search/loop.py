@@ -216,6 +216,13 @@ class SearchLoop:
             refs = [np.asarray(r["search_values"]) * self.signs for r in self.references.values()] or None
             optimizer = CMAESOptimizer(study, self.space, self.n_obj, opt.population, self.exp.seed,
                                        self.exp.weights(), refs, opt.settings)
+        elif opt.name == "additive":
+            from evomerge.search.additive import AdditiveOptimizer
+
+            # its draws are seeded by (seed, trial number), so a resumed run needs no reseeding
+            study = open_study(self.storage_url, self.study_name, optuna.samplers.RandomSampler(seed=seed), self.n_obj,
+                               metrics)
+            optimizer = AdditiveOptimizer(study, self.space, self.n_obj, opt.population, self.exp.seed, opt.settings)
         else:
             sampler = build_sampler(opt.name, opt.population, seed, opt.settings, constrained, space=self.space)
             study = open_study(self.storage_url, self.study_name, sampler, self.n_obj, metrics)
@@ -485,7 +492,11 @@ def check_optimizer(exp: "Experiment", space) -> None:
     from evomerge.search.optuna_samplers import build_sampler
 
     opt = exp.optimizer
-    if opt.name != "cmaes":
+    if opt.name == "additive":
+        from evomerge.search.additive import check_settings
+
+        check_settings(opt.settings)
+    elif opt.name != "cmaes":
         build_sampler(opt.name, opt.population, exp.seed, opt.settings, exp.constraints.max_drop is not None,
                       space=space)
 
