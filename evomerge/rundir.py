@@ -51,12 +51,17 @@ class RunDir:
         self.dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.experiment_file, yaml.safe_dump(experiment.to_dict(), sort_keys=False))
 
+    def stored_experiment(self) -> dict[str, Any]:
+        """The experiment this run started with (experiment.yaml, as `to_dict` wrote it)."""
+        stored = load_yaml(self.experiment_file.read_text())
+        return stored if isinstance(stored, dict) else {}
+
     def check_resumable(self, experiment: Any, changeable: Sequence[str] = RESUMABLE_CHANGES) -> None:
         """A resumed run must search the same thing; only the `changeable` fields (by default budget, workers,
         cache, held-out and storage) may differ."""
         if not self.exists():
             raise ExperimentError(f"{self.dir}: no run to resume here (experiment.yaml is missing); drop --resume to start one")
-        stored = load_yaml(self.experiment_file.read_text())
+        stored = self.stored_experiment()
         now = experiment.to_dict()
         changed = sorted(k for k in set(stored) | set(now) if k not in changeable and stored.get(k) != now.get(k))
         if changed:

@@ -222,3 +222,28 @@ def test_additive_is_the_default_optimizer_with_batches_of_8():
 
     assert Optimizer().name == "additive" and Optimizer().population == 8
     assert Optimizer(name="nsga2").population == 16 and Optimizer(name="additive", population=4).population == 4
+
+
+def test_a_run_started_with_the_old_default_resumes_from_a_yaml_without_optimizer(tiny_family, tmp_path):
+    """Runs started before the default became `additive` stored `optimizer: nsga2`; resuming them with the same
+    YAML (no `optimizer:` key) keeps NSGA-II instead of refusing the run or switching optimizers mid-study.
+    An optimizer the YAML names explicitly is still compared (and refused when it differs)."""
+    import search_helpers as sh
+    from evomerge.experiment import Experiment
+    from evomerge.runner import run_search
+
+    run = tmp_path / "run"
+    started = sh.experiment_dict(tiny_family, tmp_path, budget=6, heldout={"enabled": False},
+                                 optimizer={"name": "nsga2", "population": 6})
+    run_search(Experiment.from_dict(started), run, suite_factory=sh.suite_factory, progress=False, report=False)
+    unset = {k: v for k, v in started.items() if k != "optimizer"}
+    unset["budget"] = 9
+    assert Experiment.from_dict(unset).optimizer.name == "additive"
+    summary = run_search(Experiment.from_dict(unset), run, resume=True, suite_factory=sh.suite_factory,
+                         progress=False, report=False)
+    assert summary.finished == 9
+    assert "name: nsga2" in (run / "experiment.yaml").read_text()
+    named = dict(unset, optimizer={"name": "additive"}, budget=10)
+    with pytest.raises(ExperimentError, match="optimizer"):
+        run_search(Experiment.from_dict(named), run, resume=True, suite_factory=sh.suite_factory,
+                   progress=False, report=False)

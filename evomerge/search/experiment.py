@@ -177,6 +177,18 @@ class Experiment(ScoredModels):
         except ValidationError as exc:
             raise ExperimentError(f"{where}: {validation_problems(exc, 'experiment')}") from None
 
+    def keeping_stored_optimizer(self, stored: Mapping[str, Any]) -> "Experiment":
+        """For `--resume` with a YAML that leaves `optimizer` unset: the run keeps the optimizer it started
+        with. The default changed (nsga2 -> additive); a resume must neither switch optimizers under a
+        running study nor be refused because a default moved."""
+        if "optimizer" in self.model_fields_set or not isinstance(stored.get("optimizer"), Mapping):
+            return self
+        try:
+            optimizer = Optimizer.model_validate(stored["optimizer"])
+        except ValidationError:
+            return self  # check_resumable then reports the difference
+        return self.model_copy(update={"optimizer": optimizer})
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Experiment":
         path = Path(path)

@@ -120,6 +120,8 @@ class SearchLoop:
         from evomerge.search.warm_start import load_warm_start
 
         self.exp = exp = with_local_checkpoints(self.exp)  # Hub ids -> snapshot dirs, one commit for every worker
+        if self.resume and self.record.exists():  # an optimizer left unset keeps the one the run started with
+            self.exp = exp = exp.keeping_stored_optimizer(self.record.stored_experiment())
         spec = load_space_spec(exp.search_space, exp.space or None)
         self.space = SearchSpace.for_checkpoints(spec, exp.base, exp.models, seed=exp.seed, dtype=exp.dtype)
         paths = ([exp.base] if exp.base else []) + list(exp.models.values())
