@@ -106,3 +106,18 @@ def test_markdown_table_is_written_with_its_command(tmp_path, monkeypatch):
     assert text.startswith("<!-- python benchmarks/search_efficiency.py --skip-overhead")
     rows = [line for line in text.splitlines() if line.startswith("| synthetic")]
     assert [r.split(" | ")[4] for r in rows] == ["random", "additive"]
+
+
+def test_the_readme_sample_efficiency_table_is_the_benchmark_summary():
+    """The README quotes benchmarks/search_efficiency_summary.py over the committed --markdown outputs, verbatim:
+    a figure edited by hand in the README, or an output file changed without the README, fails here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    files = [repo / "benchmarks/results/search_efficiency" / f"{f}.md" for f in ("synthetic", "surrogate", "pairwise")]
+    out = subprocess.run([sys.executable, str(repo / "benchmarks/search_efficiency_summary.py"), *map(str, files)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out.count("\n") >= 7 and "| synthetic, method_per_layer | 35 / 35 |" in out
+    assert out in (repo / "README.md").read_text()
