@@ -120,3 +120,24 @@ def test_a_search_records_swap_seconds_per_trial(tiny_family, tmp_path):
     assert len(rows) == 2
     for row in rows:  # the hf engine's swap of the tiny model takes real time, apart from the merge
         assert float(row["merge_seconds"]) > 0 and float(row["swap_seconds"]) > 0 and float(row["eval_seconds"]) > 0
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_merged_tensor_fails_the_candidate(dtype, bad):
+    import torch
+
+    class BadMerger:
+        def merge(self, recipe):
+            good = torch.full((3, 4), 65504.0 if dtype == "float16" else 3e38,
+                              dtype=getattr(torch, dtype))  # the largest finite values pass
+            yield "good", good
+            broken = torch.zeros(3, 4, dtype=getattr(torch, dtype))
+            broken[2, 1] = bad
+            yield "broken", broken[1:]  # a view with an offset, as a row block is
+
+    worker = _worker()
+    worker.merger = BadMerger()
+    out = worker.run(_job())
+    assert not out.ok and out.reason == "merged tensor 'broken' has NaN or infinite values"
+    assert worker.generator.received == ["good"]
