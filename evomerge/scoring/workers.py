@@ -96,6 +96,9 @@ class Worker:
         self.suites = {name: make_suite(name, SuiteConfig.model_validate(cfg)) for name, cfg in self.setup.suites.items()}
         self.producers = {name: describe_producer(self.setup.generator, self.generator, self.device, suite)
                           for name, suite in self.suites.items()}
+        from evomerge.heap import release_free_memory
+
+        release_free_memory()  # what loading freed stays in glibc's heap for the worker's life otherwise
         log.info("%s ready on %s in %.1f s", self.name, self.device, time.perf_counter() - t0)
 
     def run(self, job: EvalJob) -> EvalOutcome:
