@@ -427,9 +427,10 @@ def overhead_part(args) -> None:
             if not out.ok:
                 print(f"candidate {i} failed: {out.reason}")
                 continue
-            merges.append(out.merge_seconds)
+            overhead = out.merge_seconds + out.swap_seconds  # the per-candidate overhead: merge and swap
+            merges.append(overhead)
             evals.append(out.eval_seconds)
-            shares.append(out.merge_seconds / (out.merge_seconds + out.eval_seconds))
+            shares.append(overhead / (overhead + out.eval_seconds))
         n_params = sum(t.numel() for t in worker.generator.model.parameters())
     print()
     print(f"## Per-candidate overhead: tiny family ({n_params / 1e3:.0f}k parameters, 2 layers), HF backend, "

@@ -48,3 +48,20 @@ def keep_freed_memory() -> bool:
         return False
     _done = ok
     return ok
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the kernel now (glibc's malloc_trim(0)); True when some were.
+
+    A search worker's start frees many blocks below the mmap threshold (the load-time NaN/inf check of
+    every input tensor, the engine's dtype conversion); glibc keeps them in its heaps, and a long-lived
+    worker would carry them for its whole life: 1.9 GiB per worker on the 0.5B fixture (docs/scale.md,
+    "CPU rehearsal"). A no-op outside glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError) as exc:
+        log.debug("malloc_trim unavailable: %s", exc)
+        return False

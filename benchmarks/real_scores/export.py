@@ -23,7 +23,7 @@ def export(run_dir: Path, out: Path, max_trials: int | None = None) -> int:
         rows = [r for r in rows if int(r["trial"]) < max_trials]
     if not rows:
         raise SystemExit(f"{run_dir / 'trials.csv'}: no finished trial")
-    skip = {"state", "fidelity", "feasible", "merge_seconds", "eval_seconds", "worker", "finished_at", "failure"}
+    skip = {"state", "fidelity", "feasible", "merge_seconds", "swap_seconds", "eval_seconds", "worker", "finished_at", "failure"}
     columns = [c for c in rows[0] if c not in skip]
     with open(out, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")

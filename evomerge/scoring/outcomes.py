@@ -114,12 +114,15 @@ class EvalOutcome:
     ok: bool
     reason: str = ""
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # suite -> SuiteResult.to_dict() (with items)
-    merge_seconds: float = 0.0  # merge + weight swap: the per-candidate overhead
+    # the per-candidate overhead is merge_seconds + swap_seconds: producing the merged tensors (streamed), and
+    # copying them into the engine (the rest of the engine's swap_weights)
+    merge_seconds: float = 0.0
     eval_seconds: float = 0.0
     worker: str = ""
     fatal: bool = False  # the worker could not start
     # suite -> what produced its score (None: a cache entry written before producers were recorded)
     producers: dict[str, Producer | None] = field(default_factory=dict)
+    swap_seconds: float = 0.0
 
     @property
     def summaries(self) -> dict[str, SuiteSummary]:

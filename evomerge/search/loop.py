@@ -67,6 +67,7 @@ class _Live:
     rung: int = 0
     results: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)  # rung -> suite -> result
     merge_seconds: float = 0.0
+    swap_seconds: float = 0.0
     eval_seconds: float = 0.0
     worker: str = ""
     producers: dict[str, Any] = field(default_factory=dict)  # suite -> what produced its latest score
@@ -327,6 +328,7 @@ class SearchLoop:
 
     def _absorb(self, live: _Live, outcome: EvalOutcome) -> None:
         live.merge_seconds += outcome.merge_seconds
+        live.swap_seconds += outcome.swap_seconds
         live.eval_seconds += outcome.eval_seconds
         live.worker = outcome.worker
         if not outcome.ok:
@@ -363,8 +365,8 @@ class SearchLoop:
     def _finish(self, live: _Live) -> None:
         from optuna.trial import TrialState
 
-        result: dict[str, Any] = {"merge_seconds": live.merge_seconds, "eval_seconds": live.eval_seconds,
-                                  "worker": live.worker}
+        result: dict[str, Any] = {"merge_seconds": live.merge_seconds, "swap_seconds": live.swap_seconds,
+                                  "eval_seconds": live.eval_seconds, "worker": live.worker}
         if live.failure is not None:
             result["failure"] = live.failure
             result["failed_rung"] = live.rung

@@ -49,7 +49,7 @@ def trial_header(exp: Any, genes: Sequence[str]) -> list[str]:
     cols = ["trial", "state", "fidelity"]
     for name in exp.objective_names:
         cols += [name, f"{name}_stderr"]
-    return cols + ["feasible", "merge_seconds", "eval_seconds", "worker", "finished_at", "failure"] + list(genes)
+    return cols + ["feasible", "merge_seconds", "swap_seconds", "eval_seconds", "worker", "finished_at", "failure"] + list(genes)
 
 
 def result_of(t: "optuna.trial.FrozenTrial") -> dict[str, Any]:
@@ -65,8 +65,9 @@ def trial_row(t: "optuna.trial.FrozenTrial", exp: Any, genes: Sequence[str]) -> 
     for v, s in zip(values, stderrs):
         row += [_num(v), _num(s)]
     finished = t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else ""
-    row += [a.get("feasible", ""), _num(a.get("merge_seconds", "")), _num(a.get("eval_seconds", "")),
-            a.get("worker", ""), finished, a.get("failure", "")]
+    # swap_seconds: empty for trials finished before it was recorded apart (their merge_seconds include the swap)
+    row += [a.get("feasible", ""), _num(a.get("merge_seconds", "")), _num(a.get("swap_seconds", "")),
+            _num(a.get("eval_seconds", "")), a.get("worker", ""), finished, a.get("failure", "")]
     return row + [_num(t.params.get(g, "")) for g in genes]
 
 
