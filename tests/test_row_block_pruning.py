@@ -115,3 +115,14 @@ def test_random_keep_on_cuda_of_row_blocks_equals_the_whole_tensor():
     for rows in (1000, 2731):
         blocks = [random_keep(delta[a:a + rows], 0.3, 17, a * 96) for a in range(0, delta.shape[0], rows)]
         assert torch.equal(torch.cat(blocks), whole), rows
+
+
+def test_gpu_stream_layout_gives_any_range_the_whole_draws():
+    """keep_draws.stream_draws' range logic, run with torch's CPU generator (the GPU one is not here)."""
+    from evomerge.methods.keep_draws import stream_draws
+
+    whole = stream_draws(2 * STREAM + 50, 5, 0, torch.device("cpu"))
+    for start, numel in ((0, 7), (STREAM - 2, 9), (STREAM, STREAM + 50), (13, 2 * STREAM)):
+        assert torch.equal(stream_draws(numel, 5, start, torch.device("cpu")), whole[start:start + numel])
+    assert not torch.equal(whole[:STREAM], whole[STREAM:2 * STREAM])  # streams are seeded apart
+    assert stream_draws(0, 5, 3, torch.device("cpu")).shape == (0,)
