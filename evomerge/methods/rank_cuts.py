@@ -106,22 +106,23 @@ def _magnitude_bits(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1).abs().view(torch.int32)
 
 
-def high_histogram(bits: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Pass 1 of one block: (counts of |x|'s top 16 bits, number of exact zeros); both add over blocks."""
-    return torch.bincount(bits >> 16, minlength=HIGH_BUCKETS), bits.numel() - int(torch.count_nonzero(bits))
+def high_histogram(high: torch.Tensor, bits: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Pass 1 of one block, given its magnitudes' `bits` and `high` = bits >> 16: (counts of the top 16 bits,
+    number of exact zeros); both add over blocks."""
+    return torch.bincount(high, minlength=HIGH_BUCKETS), bits.numel() - int(torch.count_nonzero(bits))
 
 
-def low_histogram(bits: torch.Tensor, bucket: int, positions: bool = False):
+def low_histogram(high: torch.Tensor, bits: torch.Tensor, bucket: int, positions: bool = False):
     """Pass 2 of one block: counts of the low 16 bits of the non-zero entries whose top 16 bits are `bucket`
     (adds over blocks); with `positions`, also their flat indices in the block and low bits (ascending)."""
     if positions:
-        where = torch.nonzero((bits >> 16) == bucket).view(-1)
+        where = torch.nonzero(high == bucket).view(-1)
         low = bits[where] & (LOW_VALUES - 1)
         if bucket == 0:  # exact zeros are counted apart
             nonzero = low != 0
             where, low = where[nonzero], low[nonzero]
         return torch.bincount(low, minlength=LOW_VALUES), where, low
-    low = bits[(bits >> 16) == bucket] & (LOW_VALUES - 1)
+    low = bits[high == bucket] & (LOW_VALUES - 1)
     if bucket == 0:
         low = low[low != 0]
     return torch.bincount(low, minlength=LOW_VALUES)
@@ -182,14 +183,15 @@ def _whole_cuts(delta: torch.Tensor, request: RankRequest) -> tuple[RankCut, ...
     if n <= SMALL or flat.dtype != torch.float32:
         return tuple(_small_cut(flat.abs(), r, request.keep_low) for r in request.ranks)
     bits = _magnitude_bits(flat)
-    hist, zeros = high_histogram(bits)
+    high = bits >> 16
+    hist, zeros = high_histogram(high, bits)
     cuts = []
     for rank in request.ranks:
         where = _locate(hist, zeros, n, rank)
         if where is None:
             cuts.append(_zero_cut(request.keep_low, (0,)))
             continue
-        low_total, positions, low = low_histogram(bits, where.bucket, positions=True)
+        low_total, positions, low = low_histogram(high, bits, where.bucket, positions=True)
         low_value, above, tied = _threshold(where, low_total)
         threshold = _as_float((where.bucket << 16) | low_value)
         cuts.append(RankCut(threshold, tied, rank - above, request.keep_low, (0,), (0, tied),
@@ -216,7 +218,7 @@ def _blocked_cuts(reader: BlockReader, requests: Sequence[RankRequest]) -> dict[
         offsets.append(offset)
         for t in hist:
             bits = _magnitude_bits(deltas[t])
-            h, z = high_histogram(bits)
+            h, z = high_histogram(bits >> 16, bits)
             hist[t] += h.cpu()
             zeros[t] += z
         n = offset + deltas[0].numel()
@@ -231,8 +233,9 @@ def _blocked_cuts(reader: BlockReader, requests: Sequence[RankRequest]) -> dict[
             for t, bs in buckets.items():
                 if bs:
                     bits = _magnitude_bits(deltas[t])
+                    high = bits >> 16
                     for b in bs:
-                        lows[(t, b)].append(low_histogram(bits, b).to("cpu", torch.int32))
+                        lows[(t, b)].append(low_histogram(high, bits, b).to("cpu", torch.int32))
     out = {}
     for q in requests:
         cuts = []
