@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixture", type=Path, required=True)
     parser.add_argument("--methods", default="ties,dare_ties")
-    parser.add_argument("--workspace-mib", type=int, default=512)
+    parser.add_argument("--workspace-mib", type=float, default=512)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
@@ -60,7 +60,7 @@ def main() -> None:
     base, models = fixture_inputs(args.fixture)
     whole = ResidentMerger(base, models, device="cpu", placement="host_mapped", workspace_bytes=None)
     blocked = ResidentMerger(base, models, device="cpu", placement="host_mapped",
-                             workspace_bytes=args.workspace_mib * 2**20)
+                             workspace_bytes=int(args.workspace_mib * 2**20))
     for method in args.methods.split(","):
         params = dict(PARAMS.get(method, {}))
         if "weight" in params and len(params["weight"]) != len(models):
@@ -81,8 +81,8 @@ def main() -> None:
             "blocked_over_whole_wall": round(mean["blocked"] / mean["whole"], 3),
             "blocked_over_whole_cpu": round(mean_cpu["blocked"] / mean_cpu["whole"], 3),
             "same_bytes": digests["whole"] == digests["blocked"], "digest": digests["whole"],
-            "workspace_gib": {"whole": round(whole.memory_bytes()["workspace"] / 2**30, 3),
-                              "blocked": round(blocked.memory_bytes()["workspace"] / 2**30, 3)},
+            "workspace_bytes": {"whole": whole.memory_bytes()["workspace"],
+                                "blocked": blocked.memory_bytes()["workspace"]},
             "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         }), flush=True)
 

@@ -335,7 +335,7 @@ def bf16_task_vector(shape, generator, levels=None, zero_fraction=0.0):
     return agent.float() - base.float()
 
 
-# shapes on both sides of sparsify._SMALL (the radix selection's threshold)
+# shapes on both sides of rank_cuts.SMALL (the radix selection's threshold)
 BF16_SHAPES = ((24, 40), (300, 256), (1000,))
 
 

@@ -126,3 +126,26 @@ def test_gpu_stream_layout_gives_any_range_the_whole_draws():
         assert torch.equal(stream_draws(numel, 5, start, torch.device("cpu")), whole[start:start + numel])
     assert not torch.equal(whole[:STREAM], whole[STREAM:2 * STREAM])  # streams are seeded apart
     assert stream_draws(0, 5, 3, torch.device("cpu")).shape == (0,)
+
+
+def test_row_block_speed_benchmark_runs_and_blocks_give_the_same_bytes(tmp_path):
+    """benchmarks/row_block_speed.py on the tiny fixture: both mergers give the same bytes and the bounded one
+    really kept a smaller workspace (its timings are for people to read, never asserted)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from evomerge.fixture import FixtureSpec, paper_agents, write_fixture
+
+    write_fixture(FixtureSpec("tiny", paper_agents(3)), tmp_path / "fx")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "row_block_speed.py"
+    done = subprocess.run([sys.executable, str(script), "--fixture", str(tmp_path / "fx"), "--methods",
+                           "ties,breadcrumbs_ties,dare_linear", "--workspace-mib", "0.25", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["method"] for r in rows] == ["ties", "breadcrumbs_ties", "dare_linear"]
+    for row in rows:
+        assert row["same_bytes"], row
+        assert row["workspace_bytes"]["blocked"] <= 0.25 * 2**20 < row["workspace_bytes"]["whole"], row
