@@ -1,10 +1,12 @@
 """Memory and merge time of ResidentMerger per placement, one process and two processes on the same inputs.
 
     python benchmarks/resident_memory.py --out /tmp/resident_bench [--layers 2] [--merges 3]
+    python benchmarks/resident_memory.py --fixture /work/fixtures/qwen-0.5b --method ties --configs ...
 
 Builds (once) a Qwen2.5-0.5B-shaped input set: a bf16 base with the 151936 x 896 embedding and `--layers`
 decoder layers (attention 896/128, MLP 896/4864), and three agents with RL-like sparse deltas (3 %, 20 %,
-54 % of entries changed by a few bf16 steps, partly shared). Then, per configuration, starts worker
+54 % of entries changed by a few bf16 steps, partly shared), or takes `--fixture DIR` (base/ and one directory
+per agent, as `evomerge fixture` writes them). Then, per configuration, starts worker
 processes that each build a ResidentMerger, merge `--merges` candidates (the merged tensors streamed and
 dropped, as a weight-loading iterator consumes them), and, while every worker of the configuration is
 alive, read their PSS and RSS from /proc/self/smaps_rollup and their peak RSS (VmHWM). PSS charges a
@@ -102,7 +104,8 @@ def worker(inputs: dict, placement: str, workspace: int | None, method: str, mer
                                 workspace_bytes=workspace)
     load = time.perf_counter() - t0
     params = {"ram_plus": {"epsilon": 1e-5}, "task_arithmetic": {"weight": [0.4, 0.3, 0.3]},
-              "ties": {"density": 0.5}}[method]
+              "ties": {"density": 0.5}, "dare_ties": {"density": 0.5},
+              "breadcrumbs_ties": {"density": 0.5, "gamma": 0.01}}[method]
     times, digest = [], hashlib.sha256()
     for i in range(merges):
         recipe = MergeRecipe.from_dict({"method": method, "base": inputs["base"], "models": inputs["models"],
@@ -145,7 +148,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/resident_bench"))
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--merges", type=int, default=3)
-    parser.add_argument("--method", default="task_arithmetic", choices=["task_arithmetic", "ram_plus", "ties"])
+    parser.add_argument("--method", default="task_arithmetic",
+                        choices=["task_arithmetic", "ram_plus", "ties", "dare_ties", "breadcrumbs_ties"])
+    parser.add_argument("--fixture", type=Path, help="inputs from an `evomerge fixture` directory instead of --out")
     parser.add_argument("--configs", default="device:none:1,device:512:1,host_mapped:512:1,compact:512:1,"
                         "device:512:2,host_mapped:512:2",
                         help="placement:workspace MiB (none = whole largest tensor):processes, comma-separated")
@@ -154,7 +159,13 @@ def main() -> None:
     if args.worker:
         worker(*json.loads(args.worker))
         return
-    inputs = build(args.out, args.layers)
+    if args.fixture is not None:
+        from row_block_speed import fixture_inputs  # benchmarks/ is the script's directory: on sys.path
+
+        base, models = fixture_inputs(args.fixture)
+        inputs = {"base": base, "models": models}
+    else:
+        inputs = build(args.out, args.layers)
     for config in args.configs.split(","):
         placement, mib, processes = config.split(":")
         workspace = None if mib == "none" else int(mib) * 2**20

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from evomerge.errors import CheckpointError, EvomergeError, RecipeError
 from evomerge.io.staging import staged_output_dir
@@ -235,20 +235,30 @@ DEFAULT_OVERLAP_CACHE = OverlapCache()
 def merge_tensor(
     name: str, base: "torch.Tensor", deltas: Sequence["torch.Tensor"], rule: MergeRule, recipe_seed: int,
     overlaps: Mapping[float, "GlobalOverlap"], tensor_overlap: "GlobalOverlap | None" = None,
+    offset: int = 0, statistics: Any = None,
 ) -> "torch.Tensor":
-    """Merge one tensor (or one row block of it, with its whole tensor's `tensor_overlap` counts) with its
-    rule's method; float32 result, same shape and device as `base`, never memory shared with the operands
-    (they are reused workspace or resident inputs)."""
+    """Merge one tensor with its rule's method; float32 result, same shape and device as `base`, never memory
+    shared with the operands (they are reused workspace or resident inputs).
+
+    Or one row block of it, starting at flat entry `offset`, with its whole tensor's `tensor_overlap`
+    counts and `statistics` (the spec's `block_statistics`, gathered over the tensor's blocks first:
+    evomerge/row_blocks.py). For a whole tensor the statistics are gathered here, by the same code, from
+    the tensor as one block."""
     import torch
 
     from evomerge.methods.registry import get_method
-    from evomerge.methods.spec import TensorContext
+    from evomerge.methods.spec import OneBlock, TensorContext
 
     spec = get_method(rule.method)
     eps = _needs_global_overlap(rule)
     overlap = overlaps[eps] if eps is not None else None
+    if spec.block_statistics is not None and statistics is None:
+        if offset:
+            raise ValueError(f"tensor '{name}': a row block at offset {offset} needs its whole tensor's statistics "
+                             f"(method '{rule.method}' has block_statistics)")
+        statistics = spec.block_statistics(rule.parameters, base.numel(), OneBlock(tuple(deltas)))
     ctx = TensorContext(name=name, seed=tensor_seed(recipe_seed, name), global_overlap=overlap,
-                        tensor_overlap=tensor_overlap)
+                        tensor_overlap=tensor_overlap, offset=offset, statistics=statistics)
     merged = spec.merge(base, deltas, rule.parameters, ctx)
     if merged.shape != base.shape or merged.dtype != torch.float32:
         raise RuntimeError(

@@ -6,12 +6,13 @@ is `row_blockable` for a rule's parameters (element-wise methods; RAM+ with glob
 in the context) gives rows [a, b) of the whole merge when it merges rows [a, b) of every operand, bit
 for bit, so such a tensor is merged block by block in a workspace of `workspace_bytes`.
 
-Methods that need whole-tensor statistics the context does not carry (TIES' and Breadcrumbs' magnitude
-thresholds, an L1 rescale, DARE's draws keyed by entry index, SLERP's norms) are merged whole, as before:
-their tensors still need the (agents + 1) x tensor workspace. RAM+ with `rho_scope: tensor` is the two-pass
-example: its per-tensor counts are summed over the blocks first (`_tensor_overlap`), then every block is
-merged with them in its context. A two-pass form for them (statistics over the blocks, then apply) needs the statistics exposed by the
-pruning functions in methods/sparsify.py; see the notes for what that API needs.
+Methods that need whole-tensor statistics gather them in a first pass over the tensor's blocks, then
+merge each block with them: a spec's `block_statistics` (TIES' and Breadcrumbs' magnitude ranks: integer
+histograms, exact for any split) arrives in the block's context with the block's flat offset (which also
+keys DARE's draws); RAM+ with `rho_scope: tensor` gets its per-tensor counts summed over the blocks
+(`_tensor_overlap`). The engine's whole-tensor path runs the same statistics code on the tensor as one block.
+Rules whose statistics are float sums (an L1 rescale, SLERP's norms; their rounding depends on the split)
+are merged whole: their tensors still need the (agents + 1) x tensor workspace.
 """
 
 from __future__ import annotations
@@ -110,6 +111,23 @@ def _tensor_overlap(source: BlockSource, name: str, rule: MergeRule, blocks: lis
     return total.as_global_overlap(epsilon)
 
 
+def _block_statistics(source: BlockSource, name: str, rule: MergeRule, blocks: list[Rows]):
+    """The first pass of a two-pass merge: the method's whole-tensor statistics (`MethodSpec.block_statistics`),
+    gathered over the tensor's blocks in row order."""
+    spec = get_method(rule.method)
+    if spec.block_statistics is None:
+        return None
+    shape = source.shape(name)
+    per_row = row_numel(shape)
+
+    def reader():
+        for rows in blocks:
+            yield rows[0] * per_row, source.block_operands(name, rows)[1]
+
+    numel = shape[0] * per_row if shape else 1
+    return spec.block_statistics(rule.parameters, numel, reader)
+
+
 def merged_blocks(
     source: BlockSource, recipe: MergeRecipe, cache: OverlapCache, workspace_bytes: int, n_operands: int,
     names: Sequence[str] | None = None,
@@ -127,8 +145,11 @@ def merged_blocks(
         rule = rules[name]
         blocks = row_blocks(source.shape(name), n_operands, workspace_bytes) if rule_row_blockable(rule) else None
         tensor_overlap = _tensor_overlap(source, name, rule, blocks) if blocks else None
+        statistics = _block_statistics(source, name, rule, blocks) if blocks else None
+        per_row = row_numel(source.shape(name))
         for rows in blocks or [None]:
             base, deltas = source.block_operands(name, rows)
-            merged = merge_tensor(name, base, deltas, rule, recipe.seed, overlaps, tensor_overlap)
+            offset = rows[0] * per_row if rows else 0
+            merged = merge_tensor(name, base, deltas, rule, recipe.seed, overlaps, tensor_overlap, offset, statistics)
             yield name, rows, merged
             del merged, base, deltas

@@ -335,7 +335,7 @@ def bf16_task_vector(shape, generator, levels=None, zero_fraction=0.0):
     return agent.float() - base.float()
 
 
-# shapes on both sides of sparsify._SMALL (the radix selection's threshold)
+# shapes on both sides of rank_cuts.SMALL (the radix selection's threshold)
 BF16_SHAPES = ((24, 40), (300, 256), (1000,))
 
 
@@ -458,8 +458,9 @@ def test_committed_zoo_tensors_keep_exactly_k_at_density_0_2():
     assert excess_before > 2  # the zoo really has the ties this test is about
 
 
-def test_top_cuts_thresholds_equal_kthvalue():
-    from evomerge.methods.sparsify import top_cuts
+def test_rank_cuts_thresholds_equal_kthvalue():
+    from evomerge.methods.rank_cuts import RankRequest, rank_cuts
+    from evomerge.methods.spec import OneBlock
 
     g = torch.Generator().manual_seed(4)
     n = 200_000  # above the size where the radix path starts
@@ -469,13 +470,14 @@ def test_top_cuts_thresholds_equal_kthvalue():
     tiny = sparse.clone()
     tiny[:100] = torch.tensor(1e-40)  # subnormals just above the zeros
     for values in (dense, sparse, tied, tiny):
-        ranks = [1, 2, 77, n // 10, n // 10 + 1, n // 2, n - 3, n]
+        ranks = (1, 2, 77, n // 10, n // 10 + 1, n // 2, n - 3, n)
         for keep_low in (True, False):
-            cuts = top_cuts(values, ranks, keep_low)
+            (cuts,) = rank_cuts(OneBlock((values,)), [RankRequest(0, ranks, keep_low)]).values()
             assert [c.threshold for c in cuts] == [torch.kthvalue(values, n - r + 1).values.item() for r in ranks]
             for cut, r in zip(cuts, ranks):
                 if cut.threshold > 0:
-                    assert torch.equal(cut.tied, torch.nonzero(values == cut.threshold).view(-1))
+                    assert torch.equal(cut.positions, torch.nonzero(values == cut.threshold).view(-1))
+                    assert cut.tied_total == cut.positions.numel()
                     assert int((values > cut.threshold).sum()) + cut.tied_kept == r
-    (cut,) = top_cuts(dense.reshape(400, 500), [1234])
-    assert cut.threshold == torch.kthvalue(dense, n - 1234 + 1).values.item()
+    (cuts,) = rank_cuts(OneBlock((dense.reshape(400, 500),)), [RankRequest(0, (1234,), True)]).values()
+    assert cuts[0].threshold == torch.kthvalue(dense, n - 1234 + 1).values.item()

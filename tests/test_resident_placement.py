@@ -54,10 +54,15 @@ def family(tmp_path_factory):
     return {"base": str(root / "base"), "models": models}
 
 
-# each method with its defaults, plus parameters that make the pruning family element-wise (density 1)
-# and that exercise its other branches (no base for linear, l1 rescale, tensor-scope RAM+)
+# each method with its defaults, plus parameters that make the pruning family element-wise (density 1),
+# that prune (row-blocked with whole-tensor statistics: magnitude ranks, DARE's index-keyed draws) and
+# that exercise its other branches (no base for linear, l1 rescale, tensor-scope RAM+)
 CASES = [(m, {}) for m in sorted(METHODS)] + [
     ("ties", {"density": 1.0}), ("ties", {"density": 0.3}), ("dare_ties", {"density": 1.0}),
+    ("ties", {"density": [0.02, 0.3, 0.7], "weight": [1.0, -0.5, 0.8]}), ("ties", {"density": 0.3, "rescale": True}),
+    ("dare_ties", {"density": 0.4}), ("dare_linear", {"density": [0.3, 0.6, 0.9], "rescale": False}),
+    ("breadcrumbs", {"density": 0.4, "gamma": 0.05}), ("breadcrumbs_ties", {"density": 0.3, "gamma": 0.3}),
+    ("breadcrumbs", {"density": 0.9, "gamma": 0.2}),
     ("dare_linear", {"density": 0.4, "rescale_mode": "l1"}), ("breadcrumbs_ties", {"density": 1.0}),
     ("task_arithmetic", {"weight": [0.7, -0.2, 0.4], "normalize": True, "lambda": 1.3}),
     ("ram_plus", {"epsilon": 0.01, "r": 0.5}), ("ram_plus", {"rho_scope": "tensor"}),
@@ -111,12 +116,17 @@ def test_row_blocks_cover_every_row_and_end_ragged():
 def test_every_method_and_placement_equals_disk_merge(family, tmp_path, method, params):
     recipe = _recipe(family, method, params)
     disk = _disk(recipe, tmp_path)
+    blockable = rule_row_blockable(recipe.rule_for("embed.weight"))
     for placement in PLACEMENTS:
         for workspace in WORKSPACES:
             merger = ResidentMerger(recipe.base, recipe.models, device="cpu", placement=placement,
                                     workspace_bytes=workspace)
             for _ in range(2):  # a merge modifies nothing resident
                 _assert_same(merger.merge_state_dict(recipe), disk, (placement, workspace))
+            if workspace is not None and blockable:  # really merged in blocks: the workspace stayed bounded
+                one_row = len(recipe.models) + 1 if recipe.base else len(recipe.models)
+                bound = max(workspace, one_row * 4 * 56)  # a block has at least one row (mlp: 56 entries)
+                assert merger.memory_bytes()["workspace"] <= bound, (placement, workspace)
     bf16 = _recipe(family, method, params, dtype="bfloat16")
     merger = ResidentMerger(bf16.base, bf16.models, device="cpu", placement="compact", workspace_bytes=WORKSPACES[1])
     _assert_same(merger.merge_state_dict(bf16), _disk(bf16, tmp_path), "bf16 output")
@@ -129,11 +139,18 @@ def test_blockable_rules_keep_the_workspace_bounded(family):
     merger.merge_state_dict(recipe)
     assert merger.memory_bytes()["workspace"] <= bound
     assert merger.overlap_cache.passes == 1  # RAM+'s global counts, gathered over the blocks
-    # a rule that needs the whole tensor (TIES' top-k) grows the workspace to (agents + 1) x that tensor
-    ties = _recipe(family, "ties", {"density": 0.3})
-    assert not rule_row_blockable(ties.rule_for("embed.weight"))
-    assert rule_row_blockable(_recipe(family, "ties", {"density": 1.0}).rule_for("embed.weight"))
-    merger.merge_state_dict(ties)
+    # TIES' top-k and DARE are blocked (whole-tensor statistics gathered over the blocks first)
+    for method in ("ties", "breadcrumbs_ties", "dare_ties"):
+        rule = _recipe(family, method, {"density": 0.3})
+        assert rule_row_blockable(rule.rule_for("embed.weight")), method
+        merger.merge_state_dict(rule)
+        assert merger.memory_bytes()["workspace"] <= bound, method
+    # a rule that needs the whole tensor (an L1 rescale: a float sum over the tensor) grows the workspace to
+    # (agents + 1) x that tensor
+    l1 = _recipe(family, "ties", {"density": 0.3, "rescale": True})
+    assert not rule_row_blockable(l1.rule_for("embed.weight"))
+    assert rule_row_blockable(_recipe(family, "ties", {"density": 1.0, "rescale": True}).rule_for("embed.weight"))
+    merger.merge_state_dict(l1)
     assert merger.memory_bytes()["workspace"] == 4 * 4 * 103 * 24  # the embedding, the largest
 
 
@@ -255,3 +272,18 @@ def test_tensor_scope_counts_are_gathered_over_the_blocks_first(family, tmp_path
     monkeypatch.setattr(row_blocks, "_tensor_overlap", lambda *args: None)
     with pytest.raises(AssertionError):
         _assert_same(merger.merge_state_dict(recipe), disk, "per-block counts")
+
+
+def test_ties_blocks_need_the_whole_tensor_statistics(family, tmp_path, monkeypatch):
+    """TIES in blocks ranks magnitudes over the whole tensor (a first pass); a block offered without those
+    statistics is refused (ranking it on its own would keep the top k of every block instead)."""
+    from evomerge import row_blocks
+
+    recipe = _recipe(family, "ties", {"density": 0.3})
+    disk = _disk(recipe, tmp_path)
+    merger = ResidentMerger(recipe.base, recipe.models, device="cpu", workspace_bytes=4 * 4 * 24 * 5)
+    _assert_same(merger.merge_state_dict(recipe), disk, "two-pass")
+
+    monkeypatch.setattr(row_blocks, "_block_statistics", lambda *args: None)  # each block ranked alone
+    with pytest.raises(ValueError, match="needs its whole tensor's statistics"):
+        merger.merge_state_dict(recipe)

@@ -6,4 +6,7 @@
 # 2: DARE's CPU masks come from numpy SFC64 streams (keep_draws.py) instead of torch's mt19937
 # 3: TIES and Breadcrumbs keep exactly their count of entries; ties in magnitude go to the lower flat
 #    index (sparsify.py) instead of every entry tied with the threshold being kept
-NUMERICS_VERSION = 3
+# 4: DARE's GPU masks are drawn in the CPU's stream layout (keep_draws.stream_draws: one torch generator per
+#    stream of 2^18 entries, keyed by (seed, stream)) so a row block draws its part of the whole mask; CPU
+#    tensors of every method are unchanged
+NUMERICS_VERSION = 4

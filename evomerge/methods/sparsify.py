@@ -18,112 +18,104 @@ from an order that torch.sort / topk / kthvalue leave unspecified, so the kept s
 the device or the thread count (tests: thread counts; CPU against CUDA where a GPU is present).
 
 Speed (the search merges hundreds of times): the threshold magnitude and the positions tied with it
-come from a radix selection (`top_cuts`) instead of mergekit's full argsort (`torch.quantile` fails above
-2**24 elements), and masks are applied with float-only kernels (hardshrink, ceil, index_fill) because
+come from a radix selection (methods/rank_cuts.py: histograms of the magnitudes' bits) instead of mergekit's
+full argsort (`torch.quantile` fails above 2**24 elements), and masks are applied with float-only kernels (hardshrink, ceil, index_fill) because
 boolean masks and torch.where cost 3-10x more per element on CPU. Each function returns a NEW tensor
 (the caller may scale it in place) or None when nothing is pruned (density >= 1), so the caller can
 use the task vector as it is.
+
+Row blocks: the pruning is split into whole-tensor statistics (`magnitude_statistics`, `band_statistics`:
+integer counts gathered over a tensor's row blocks, exact for any split) and an `apply` per block given its
+flat offset; DARE's draws are keyed by the entry's flat index. So a tensor merged in row blocks prunes
+exactly as the whole tensor does (evomerge/row_blocks.py), and the whole tensor is the one-block case.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-from evomerge.methods.keep_draws import keep_mask
+from evomerge.methods.keep_draws import keep_mask, stream_draws
+from evomerge.methods.rank_cuts import RankCut, RankRequest, rank_cuts
+from evomerge.methods.spec import BlockReader, OneBlock
 
 MASK64 = (1 << 64) - 1
-_hardshrink = torch.nn.functional.hardshrink
-
-
-# below this many entries torch.kthvalue is as fast as the two-level selection
-_SMALL = 1 << 16
 
 
 @dataclass(frozen=True)
-class Cut:
-    """The `r` largest entries of a magnitude tensor: every entry above `threshold`, and `tied_kept` of
-    `tied`, the flat indices (ascending) of the entries equal to it: the lowest ones when `keep_low`,
-    else the highest. threshold 0 means the r entries include every non-zero (`tied` is then left
-    empty: which zeros are kept changes no value)."""
+class TopK:
+    """TIES' trim of one task vector, as whole-tensor statistics: keep the cut's entries (`cut` None: the
+    tensor has no entries to keep: every entry becomes 0)."""
 
-    threshold: float
-    tied: torch.Tensor
-    tied_kept: int
-    keep_low: bool
+    cut: RankCut | None
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """A new tensor: x on the cut's entries, 0 elsewhere (x is the tensor the magnitudes came from,
-        or any tensor equal to it on the cut's entries and smaller in magnitude elsewhere)."""
-        if self.threshold <= 0:
-            return x.clone()
-        out = _hardshrink(x, _below(self.threshold, x.dtype))  # every |x| >= threshold
-        n_dropped = self.tied.numel() - self.tied_kept
-        dropped = self.tied[self.tied_kept:] if self.keep_low else self.tied[:n_dropped]
-        if dropped.numel():
-            out.view(-1).index_fill_(0, dropped, 0.0)
-        return out
+    def apply(self, delta: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """A new tensor: the block of the task vector at flat `offset`, pruned."""
+        return torch.zeros_like(delta) if self.cut is None else self.cut.apply(delta, offset)
 
 
-def _cut_from(flat: torch.Tensor, positions: torch.Tensor | None, values: torch.Tensor, rank: int,
-              above_values: int, keep_low: bool) -> Cut:
-    """The cut of the `rank` highest-ranked entries, given candidate `values` (at flat `positions`, all of
-    `flat` when None) that hold the threshold, with `above_values` entries of `flat` above every candidate."""
-    # the rank-th largest of the candidates is their (len - (rank - above_values) + 1)-th smallest
-    threshold = torch.kthvalue(values, values.numel() - (rank - above_values) + 1).values
-    if float(threshold) <= 0:
-        return _zero_cut(flat, keep_low)
-    equal = values == threshold
-    above = above_values + int(torch.count_nonzero(values > threshold))
-    tied = torch.nonzero(equal).view(-1)
-    if positions is not None:
-        tied = positions[tied]
-    return Cut(float(threshold), tied, rank - above, keep_low)
+@dataclass(frozen=True)
+class Band:
+    """Breadcrumbs' band of one task vector: the `top` cut's entries (None: every entry) minus the
+    `outliers` cut's (None: none); `empty`: nothing is kept."""
+
+    top: RankCut | None
+    outliers: RankCut | None
+    empty: bool = False
+
+    def apply(self, delta: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        if self.empty:
+            return torch.zeros_like(delta)
+        kept = delta.clone() if self.top is None else self.top.apply(delta, offset)
+        if self.outliers is None:
+            return kept
+        # exact: x - x = 0, x - 0 = x; the outliers' cut applies to `kept` (equal to delta on the top
+        # entries), its ties ranked by delta's magnitudes
+        return kept.sub_(self.outliers.apply(kept, offset, ranked=delta))
 
 
-def _zero_cut(flat: torch.Tensor, keep_low: bool) -> Cut:
-    return Cut(0.0, flat.new_empty(0, dtype=torch.long), 0, keep_low)
-
-
-def top_cuts(magnitude: torch.Tensor, ranks: list[int], keep_low: bool = True) -> list[Cut]:
-    """The `Cut` of the r largest entries for each r in 1..n of `ranks`, for finite magnitudes >= 0; among
-    entries tied at the r-th, the lowest flat indices when `keep_low`, else the highest.
-
-    Two-level radix selection, 1.4-2x faster than kthvalue on the whole tensor on CPU: non-negative
-    float32 values sort like their bit patterns, so one histogram of the top 16 bits finds the bucket
-    holding the threshold, and the threshold, the count above it and the positions tied with it come
-    from that bucket only (typically < 1 % of the entries). Thresholds that fall on exact zeros (most
-    entries of a sparse task vector) are answered from a count.
-    """
-    flat = magnitude.reshape(-1)
-    n = flat.numel()
-    if n <= _SMALL or flat.dtype != torch.float32:
-        return [_cut_from(flat, None, flat, r, 0, keep_low) for r in ranks]
-    bits = flat.view(torch.int32)
-    high = bits >> 16
-    cumulative = torch.bincount(high, minlength=1 << 15).cumsum_(0)
-    zeros = n - int(torch.count_nonzero(bits))
-    out = []
-    for r in ranks:
-        ascending = n - r + 1  # the threshold's rank from the bottom
-        if ascending <= zeros:
-            out.append(_zero_cut(flat, keep_low))
+def magnitude_statistics(reader: BlockReader, numel: int, densities: Sequence[float]) -> tuple[TopK | None, ...]:
+    """Per task vector: its TIES trim (k = max(1, int(density * n)) largest |tau|, module docstring), or None
+    when nothing is pruned (density >= 1), gathered over the blocks `reader` yields."""
+    out: list[TopK | None] = [None] * len(densities)
+    requests = []
+    for t, density in enumerate(densities):
+        if density >= 1:
             continue
-        bucket = int(torch.searchsorted(cumulative, ascending))
-        if bucket == 0:  # subnormal magnitudes around the threshold: rare, take the plain path
-            out.append(_cut_from(flat, None, flat, r, 0, keep_low))
+        if density <= 0 or numel == 0:
+            out[t] = TopK(None)
+        else:
+            requests.append(RankRequest(t, (max(1, int(density * numel)),), keep_low=True))
+    for t, (cut,) in (rank_cuts(reader, requests) if requests else {}).items():
+        out[t] = TopK(cut)
+    return tuple(out)
+
+
+def band_statistics(
+    reader: BlockReader, numel: int, densities: Sequence[float], gammas: Sequence[float]
+) -> tuple[Band | None, ...]:
+    """Per task vector: its Breadcrumbs band (`outlier_band_prune`), or None when nothing is pruned."""
+    out: list[Band | None] = [None] * len(densities)
+    requests, shapes = [], {}
+    for t, (density, gamma) in enumerate(zip(densities, gammas)):
+        if density >= 1:
             continue
-        positions = torch.nonzero(high == bucket).view(-1)  # ascending flat indices
-        out.append(_cut_from(flat, positions, flat[positions], r, n - int(cumulative[bucket]), keep_low))
-    return out
-
-
-def _below(value: float, dtype: torch.dtype) -> float:
-    """The largest `dtype` value below `value` (> 0, a `dtype` value): hardshrink(x, below(v)) on a tensor
-    of that dtype keeps exactly |x| >= v (hardshrink casts its threshold to the tensor's dtype)."""
-    v = torch.tensor(value, dtype=dtype)
-    return float(torch.nextafter(v, torch.zeros_like(v)))
+        n_keep = int(density * numel)
+        if n_keep <= 0 or numel == 0:
+            out[t] = Band(None, None, empty=True)
+            continue
+        n_bottom = max(0, numel - n_keep - int(gamma * numel))
+        n_outliers = numel - n_bottom - n_keep
+        # the n - n_bottom largest minus the n_outliers largest, each taking the highest indices among ties
+        ranks = (n_keep,) if n_outliers == 0 else (n_outliers,) if n_bottom == 0 else (numel - n_bottom, n_outliers)
+        shapes[t] = (n_outliers == 0, n_bottom == 0)
+        requests.append(RankRequest(t, ranks, keep_low=False))
+    for t, cuts in (rank_cuts(reader, requests) if requests else {}).items():
+        no_outliers, no_bottom = shapes[t]
+        out[t] = Band(cuts[0], None) if no_outliers else Band(None, cuts[0]) if no_bottom else Band(*cuts)
+    return tuple(out)
 
 
 def magnitude_prune(delta: torch.Tensor, density: float) -> torch.Tensor | None:
@@ -134,15 +126,9 @@ def magnitude_prune(delta: torch.Tensor, density: float) -> torch.Tensor | None:
     When fewer than k entries are non-zero, all of them are kept (the rest of the k are zeros: which
     zeros changes nothing).
     """
-    if density >= 1:
-        return None
-    n = delta.numel()
-    if density <= 0 or n == 0:
-        return torch.zeros_like(delta)
-    k = max(1, int(density * n))
     delta = delta.contiguous()  # flat indices of the ranking are row-major ones
-    (cut,) = top_cuts(delta.abs(), [k])
-    return cut.apply(delta)
+    (trim,) = magnitude_statistics(OneBlock((delta,)), delta.numel(), (density,))
+    return None if trim is None else trim.apply(delta)
 
 
 def outlier_band_prune(delta: torch.Tensor, density: float, gamma: float) -> torch.Tensor | None:
@@ -155,26 +141,9 @@ def outlier_band_prune(delta: torch.Tensor, density: float, gamma: float) -> tor
     flat index counts as the smaller. Computed as the n - n_bottom largest entries minus the
     n - n_bottom - n_keep largest, each of these two sets taking the highest flat indices among its ties.
     """
-    if density >= 1:
-        return None
-    n = delta.numel()
-    n_keep = int(density * n)
-    if n_keep <= 0 or n == 0:
-        return torch.zeros_like(delta)
-    n_bottom = max(0, n - n_keep - int(gamma * n))
-    n_outliers = n - n_bottom - n_keep
-    delta = delta.contiguous()  # flat indices of the ranking are row-major ones
-    if n_outliers == 0:
-        (band,) = top_cuts(delta.abs(), [n_keep], keep_low=False)
-        return band.apply(delta)
-    if n_bottom == 0:
-        (outliers,) = top_cuts(delta.abs(), [n_outliers], keep_low=False)
-        kept = delta.clone()
-    else:
-        top, outliers = top_cuts(delta.abs(), [n - n_bottom, n_outliers], keep_low=False)
-        kept = top.apply(delta)
-    # exact: x - x = 0, x - 0 = x; the outliers' cut applies to `kept` too (equal on the top entries)
-    return kept.sub_(outliers.apply(kept))
+    delta = delta.contiguous()
+    (band,) = band_statistics(OneBlock((delta,)), delta.numel(), (density,), (gamma,))
+    return None if band is None else band.apply(delta)
 
 
 def model_seed(seed: int, model_index: int) -> int:
@@ -186,29 +155,30 @@ def model_seed(seed: int, model_index: int) -> int:
     return (x ^ (x >> 31)) & ((1 << 63) - 1)
 
 
-def random_keep(delta: torch.Tensor, density: float, seed: int) -> torch.Tensor | None:
+def random_keep(delta: torch.Tensor, density: float, seed: int, offset: int = 0) -> torch.Tensor | None:
     """DARE: 1.0 where an entry is kept (with probability `density`), 0.0 where dropped; a new float32
-    tensor of delta's shape on delta's device, or None when density >= 1.
+    tensor of delta's shape on delta's device, or None when density >= 1. `delta` is the block of a
+    tensor that starts at flat entry `offset` (0: a whole tensor).
 
-    Kept iff u < density for one uniform draw u per entry, seeded with `seed`: on the CPU from
+    Kept iff u < density for one uniform draw u per entry, keyed by (seed, the entry's flat index in the
+    whole tensor), so a row block draws its own part of the whole tensor's mask: on the CPU from
     `keep_draws.keep_mask` (numpy SFC64 streams, several threads), on a GPU from torch's generator on
-    that device. The two devices draw different (equally distributed) masks for the same seed. For one
-    seed the masks are nested across densities: an entry kept at density p stays kept at any p' > p.
+    that device, in the same streams (`keep_draws.stream_draws`). The two devices draw different (equally
+    distributed) masks for the same seed. For one seed the masks are nested across densities: an entry
+    kept at density p stays kept at any p' > p.
     """
     if density >= 1:
         return None
     if delta.device.type == "cpu":
-        return keep_mask(delta.numel(), density, seed).view(delta.shape)
-    generator = torch.Generator(device=delta.device)
-    generator.manual_seed(seed)
-    draw = torch.rand(delta.shape, generator=generator, device=delta.device, dtype=torch.float32)
+        return keep_mask(delta.numel(), density, seed, offset).view(delta.shape)
+    draw = stream_draws(delta.numel(), seed, offset, delta.device)
     # ceil(density - u) is 1 when u < density, else 0 (or -0.0): a float mask without a bool pass
-    return draw.neg_().add_(density).ceil_()
+    return draw.neg_().add_(density).ceil_().view(delta.shape)
 
 
-def random_mask(delta: torch.Tensor, density: float, seed: int) -> torch.Tensor:
+def random_mask(delta: torch.Tensor, density: float, seed: int, offset: int = 0) -> torch.Tensor:
     """`random_keep` as a boolean mask (all True when density >= 1)."""
-    keep = random_keep(delta, density, seed)
+    keep = random_keep(delta, density, seed, offset)
     return torch.ones_like(delta, dtype=torch.bool) if keep is None else keep > 0
 
 

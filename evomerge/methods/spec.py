@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -82,6 +82,27 @@ class TensorContext:
     # this tensor's own overlap counts (RAM+ rho_scope 'tensor'), set by a caller that merges the tensor in
     # row blocks: gathered over every block in a first pass, so each block sees the whole tensor's counts
     tensor_overlap: GlobalOverlap | None = None
+    # flat (row-major) index of the first entry of the operands within the whole tensor: 0 for a whole
+    # tensor, rows[0] x entries per row for a row block (DARE's draws and the tie-breaks are keyed by it)
+    offset: int = 0
+    # what the spec's `block_statistics` gathered over the whole tensor (None: the method has none)
+    statistics: Any = None
+
+
+# a tensor's row blocks, in row order, each time it is called: (flat offset of the block, task vectors of
+# the block (float32, one per model)); each block's tensors are valid until the next is read
+BlockReader = Callable[[], Iterator[tuple[int, Sequence[torch.Tensor]]]]
+
+
+@dataclass(frozen=True)
+class OneBlock:
+    """The BlockReader of a whole tensor (one block at offset 0): statistics code may use that it can
+    look at the whole tensor at once."""
+
+    deltas: Sequence[torch.Tensor]
+
+    def __call__(self) -> Iterator[tuple[int, Sequence[torch.Tensor]]]:
+        yield 0, self.deltas
 
 
 # base (float32), deltas (float32, one per model, same shape as base), resolved params, context
@@ -113,6 +134,12 @@ class MethodSpec:
     # which the row-block loop gathers first for a method with `global_overlap_param`). The resident merger then merges large
     # tensors in row blocks, bounding its workspace (evomerge.row_blocks). None: never (whole tensors).
     row_blockable: Callable[[Mapping[str, Any]], bool] | None = None
+    # whole-tensor statistics the merge of a row block needs (e.g. TIES' k-th magnitude per model):
+    # (resolved params, number of entries of the tensor, its blocks) -> the value `merge` finds in
+    # `TensorContext.statistics`. Must give the same value for every split of the tensor into row blocks
+    # (integer counts, not float sums). The engine calls it with `OneBlock` for a whole tensor and the
+    # row-block loop over the tensor's blocks in a first pass, so both paths run the same code.
+    block_statistics: Callable[[Mapping[str, Any], int, BlockReader], Any] | None = None
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:

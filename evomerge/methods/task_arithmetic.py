@@ -17,25 +17,38 @@ else the negative sum.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from evomerge.methods import sparsify
-from evomerge.methods.spec import MethodSpec, ParamSpec, TensorContext
+from evomerge.methods.spec import MethodSpec, OneBlock, ParamSpec, TensorContext
 
 NO_PRUNING, MAGNITUDE, RANDOM, OUTLIERS = "none", "magnitude", "random", "outliers"
 
 
 def _pruned(pruning: str, delta: torch.Tensor, params: Mapping[str, Any], t: int, ctx: TensorContext):
-    """A new tensor with the entries that survive pruning (the rest zero), or None: nothing pruned."""
-    if pruning == MAGNITUDE:
-        return sparsify.magnitude_prune(delta, params["density"][t])
-    if pruning == OUTLIERS:
-        return sparsify.outlier_band_prune(delta, params["density"][t], params["gamma"][t])
+    """A new tensor with the entries that survive pruning (the rest zero), or None: nothing pruned.
+    Magnitude prunings use the whole tensor's statistics in `ctx.statistics` (`block_statistics`); `delta`
+    may be a row block of the tensor, at flat offset `ctx.offset`."""
+    if pruning in (MAGNITUDE, OUTLIERS):
+        trim = ctx.statistics[t]
+        return None if trim is None else trim.apply(delta, ctx.offset)
     if pruning == RANDOM:
-        keep = sparsify.random_keep(delta, params["density"][t], sparsify.model_seed(ctx.seed, t))
+        keep = sparsify.random_keep(delta, params["density"][t], sparsify.model_seed(ctx.seed, t), ctx.offset)
         return None if keep is None else keep.mul_(delta)
+    return None
+
+
+def _statistics(pruning: str):
+    """The family member's `block_statistics`: magnitude prunings rank each task vector over the whole
+    tensor (integer counts, gathered over its row blocks); DARE's draws need only the block's offset."""
+    if pruning == MAGNITUDE:
+        return lambda params, numel, reader: sparsify.magnitude_statistics(reader, numel, params["density"])
+    if pruning == OUTLIERS:
+        return lambda params, numel, reader: sparsify.band_statistics(reader, numel, params["density"],
+                                                                      params["gamma"])
     return None
 
 
@@ -176,17 +189,27 @@ def family_member(
         params.append(RESCALE_MODE)
     params.append(LAMBDA)
 
+    statistics = _statistics(pruning)
+
     def merge(base, deltas, params, ctx):
+        if statistics is not None and ctx.statistics is None:  # a direct call on a whole tensor
+            if ctx.offset:
+                raise ValueError(f"{name}: a row block (offset {ctx.offset}) needs its whole tensor's statistics")
+            ctx = replace(ctx, statistics=statistics(params, base.numel(), OneBlock(tuple(deltas))))
         return combine(base, deltas, params, ctx, pruning, sign_election)
 
     def row_blockable(params):
-        # with nothing pruned (no pruning, or every density 1) the rule is element-wise; a top-k / band
-        # threshold, an L1 rescale or DARE's index-keyed draws need the whole tensor
-        return pruning == NO_PRUNING or all(d >= 1 for d in params["density"])
+        # with nothing pruned (no pruning, or every density 1) the rule is element-wise; top-k / band
+        # thresholds come from `block_statistics`, DARE's draws are keyed by flat index; an L1 rescale is
+        # a float sum over the whole tensor (its rounding depends on the split): whole tensors only
+        if pruning == NO_PRUNING or all(d >= 1 for d in params["density"]):
+            return True
+        return not params["rescale"] or (random and params["rescale_mode"] == "inverse_density")
 
     merge.__name__ = merge.__qualname__ = f"{name}_merge"
     return MethodSpec(name=name, description=description, merge=merge, params=tuple(params), randomized=random,
-                      mergekit_name=name, paper=paper, row_blockable=row_blockable)
+                      mergekit_name=name, paper=paper, row_blockable=row_blockable,
+                      block_statistics=statistics)
 
 
 _DARE_PAPER = "Yu et al. 2024, 'Language Models are Super Mario' (DARE), arXiv 2311.03099"
