@@ -156,7 +156,8 @@ class ShardWriter:
 
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
         if data.nbytes > self._remaining:
-            raise RuntimeError(f"ShardWriter: {data.nbytes} bytes for '{name}' overrun its planned {planned.nbytes}")
+            raise RuntimeError(f"ShardWriter: {data.nbytes} bytes for '{name}' overrun it: {self._remaining} of its "
+                               f"{planned.nbytes} bytes are still to come")
         self._file.write(memoryview(data))
         self._remaining -= data.nbytes
         self._unsynced += data.nbytes
