@@ -289,3 +289,15 @@ def test_merge_sets_a_passive_openmp_wait_before_torch_loads(tiny_family, tmp_pa
                            "--no-progress"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert "policy PASSIVE" in done.stdout
+
+
+def test_workspace_option_changes_memory_not_the_result(tiny_family, tmp_path, capsys):
+    recipe = _write_recipe(tmp_path / "recipe.yaml", tiny_family, method="ram", dtype="bfloat16")
+    outs = {}
+    for workspace in ("none", "1KiB", "16MiB"):
+        out = tmp_path / f"out-{workspace}"
+        assert main(["merge", str(recipe), str(out), "--device", "cpu", "--no-progress", "--workspace", workspace]) == 0
+        outs[workspace] = (out / "model.safetensors").read_bytes()
+    assert outs["1KiB"] == outs["none"] == outs["16MiB"]
+    assert main(["merge", str(recipe), str(tmp_path / "bad"), "--no-progress", "--workspace", "lots"]) == 1
+    assert "--workspace 'lots': use a size like 16MiB" in capsys.readouterr().err
