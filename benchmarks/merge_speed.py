@@ -1,7 +1,9 @@
 """Merge speed and peak memory: evomerge against mergekit 0.1.5 on the same inputs.
 
 Generates (once, cached) a bf16 base + 3 agents of ~131M parameters with sparse task vectors
-(evomerge.tiny_checkpoints.build_tiny_family: hidden 768, 13 layers, vocab 32000), then for each method
+(evomerge.tiny_checkpoints.build_tiny_family: hidden 768, 13 layers, vocab 32000) — or, with --preset 0.5b|1.5b,
+uses a Qwen2.5-shaped fixture of `evomerge fixture` (the paper's three RL agents: 3.2 / 46.2 / 54.3 % of entries
+changed by a few bf16 steps; written once when --fixture does not hold one) — then for each method
 runs `evomerge merge` and `mergekit-yaml` in fresh subprocesses, one after the other, with the same
 output dtype (bf16), float32 arithmetic, parameters, CPU, thread count and OMP_WAIT_POLICY (PASSIVE
 by default, what `evomerge merge` sets when it is unset). Each process's wall time and CPU time
