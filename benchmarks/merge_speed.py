@@ -1,7 +1,9 @@
 """Merge speed and peak memory: evomerge against mergekit 0.1.5 on the same inputs.
 
 Generates (once, cached) a bf16 base + 3 agents of ~131M parameters with sparse task vectors
-(evomerge.tiny_checkpoints.build_tiny_family: hidden 768, 13 layers, vocab 32000), then for each method
+(evomerge.tiny_checkpoints.build_tiny_family: hidden 768, 13 layers, vocab 32000) — or, with --preset 0.5b|1.5b,
+uses a Qwen2.5-shaped fixture of `evomerge fixture` (the paper's three RL agents: 3.2 / 46.2 / 54.3 % of entries
+changed by a few bf16 steps; written once when --fixture does not hold one) — then for each method
 runs `evomerge merge` and `mergekit-yaml` in fresh subprocesses, one after the other, with the same
 output dtype (bf16), float32 arithmetic, parameters, CPU, thread count and OMP_WAIT_POLICY (PASSIVE
 by default, what `evomerge merge` sets when it is unset). Each process's wall time and CPU time
@@ -13,6 +15,8 @@ Optionally (--resident) measures the search's resident API: ResidentMerger with 
 their bf16 dtype vs float32 task vectors (memory, load time, time per merge).
 
     python benchmarks/merge_speed.py                        # ties, task_arithmetic, dare_ties, ram
+    python benchmarks/merge_speed.py --preset 0.5b --repeat 3 \
+        --methods ties task_arithmetic dare_ties ram breadcrumbs_ties linear   # Qwen2.5-0.5B-shaped fixture
     python benchmarks/merge_speed.py --resident --repeat 3  # + resident API; best of 3
     python benchmarks/merge_speed.py --threads 1            # on a CPU shared with other jobs
     python benchmarks/merge_speed.py --small                # a quick run on tiny inputs
@@ -42,7 +46,14 @@ METHODS = {
     "dare_ties": ({"density": 0.5, "weight": 1.0, "rescale_mode": "l1"}, "dare_ties",
                   {"density": 0.5, "weight": 1.0}, {}),
     "ram": ({"epsilon": 1e-5}, "ram", {}, {"epsilon": 1e-5}),
+    "breadcrumbs_ties": ({"density": 0.5, "gamma": 0.01, "weight": 1.0}, "breadcrumbs_ties",
+                         {"density": 0.5, "gamma": 0.01, "weight": 1.0}, {}),
+    # the base is only the reference of evomerge's task vectors: mergekit averages the same three models
+    "linear": ({"weight": 1.0}, "linear", {"weight": 1.0}, {}),
 }
+DEFAULT_METHODS = ("ties", "task_arithmetic", "dare_ties", "ram")
+# Qwen2.5-shaped bf16 fixtures with the paper's RL-like sparse deltas (`evomerge fixture --preset P --agents 3`)
+FIXTURE_PRESETS = ("0.5b", "1.5b")
 SHAPES = {
     # ~131M parameters: 13 x 6.3M (attention with 4 KV heads + MLP 768->2048) + 2 x 32000 x 768 (embed, lm_head)
     "130m": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=13, num_attention_heads=12,
@@ -50,6 +61,21 @@ SHAPES = {
     "small": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, vocab=2000),
 }
+
+
+def fixture_family(directory: Path, preset: str) -> dict[str, Path]:
+    """The Qwen2.5-shaped fixture in `directory` (base/ and the three paper agents), written there first
+    when missing (0.5b: 4 x 988 MB, about 15 minutes on 2 cores; 1.5b: 4 x 3.1 GB)."""
+    paths = {name: directory / name for name in ("base", *AGENTS)}
+    if all((p / "config.json").exists() for p in paths.values()):
+        return paths
+    from evomerge.fixture import FixtureSpec, paper_agents, write_fixture
+
+    print(f"writing the {preset} fixture to {directory} (once)", flush=True)
+    result = write_fixture(FixtureSpec(preset, paper_agents(len(AGENTS))), directory)
+    if set(result.paths) != set(paths):
+        raise RuntimeError(f"{directory}: expected checkpoints {sorted(paths)}, got {sorted(result.paths)}")
+    return paths
 
 
 def build_family(cache: Path, shape_name: str) -> dict[str, Path]:
@@ -166,11 +192,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where the generated checkpoints live (default: $TMPDIR/evomerge-bench-<shape>)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--preset", choices=["130m", "small", *FIXTURE_PRESETS], default="130m",
+                        help="inputs: 130m (generated tiny-family, default), small (checks the benchmark itself), "
+                             "or a Qwen2.5-shaped fixture (0.5b, 1.5b; see --fixture)")
+    parser.add_argument("--fixture", type=Path, default=None,
+                        help="directory of the --preset 0.5b/1.5b fixture (base/ coding/ tool_use/ memory/), "
+                             "written there when missing (default: $TMPDIR/evomerge-fixture-<preset>)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="threads for both tools (default: all cores)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per tool and method; the best is reported")
-    parser.add_argument("--small", action="store_true", help="tiny inputs: checks the benchmark itself, not speed")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per tool and method, the tools alternating (evomerge first, then mergekit first, "
+                             "...); the best is reported")
+    parser.add_argument("--small", action="store_true", help="same as --preset small")
     parser.add_argument("--resident", action="store_true", help="also measure the resident (search) API")
     parser.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "unset"],
                         help="OMP_WAIT_POLICY for both tools (default PASSIVE, what `evomerge merge` sets when "
@@ -179,10 +213,14 @@ def main() -> int:
     parser.add_argument("--_resident-child", dest="resident_child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    shape_name = "small" if args.small else "130m"
-    cache = args.cache_dir or Path(tempfile.gettempdir()) / f"evomerge-bench-{shape_name}"
+    shape_name = "small" if args.small else args.preset
     t0 = time.perf_counter()
-    family = build_family(cache, shape_name)
+    if shape_name in FIXTURE_PRESETS:
+        cache = args.fixture or args.cache_dir or Path(tempfile.gettempdir()) / f"evomerge-fixture-{shape_name}"
+        family = fixture_family(cache, shape_name)
+    else:
+        cache = args.cache_dir or Path(tempfile.gettempdir()) / f"evomerge-bench-{shape_name}"
+        family = build_family(cache, shape_name)
     if args.resident_child:
         resident_child(family, args.resident_child, args.repeat)
         return 0
@@ -210,16 +248,23 @@ def main() -> int:
             mk = {"merge_method": mk_method, "base_model": str(family["base"]),
                   "models": [{"model": str(family[a]), "parameters": mk_model_params} for a in AGENTS],
                   "parameters": mk_global, "dtype": "float32", "out_dtype": "bfloat16"}
+            if mk_method == "linear":  # mergekit would average a base_model in; evomerge's base is a reference
+                del mk["base_model"]
             (work / f"{method}.mk.yaml").write_text(yaml.safe_dump(mk))
             evo_cmd = [sys.executable, "-m", "evomerge.cli", "merge", str(work / f"{method}.yaml"), str(work / "evo"),
                        "--device", "cpu", "--no-progress"]
             mk_cmd = [mergekit_yaml, str(work / f"{method}.mk.yaml"), str(work / "mk"), "--no-cuda", "--quiet",
                       "--random-seed", "0", "-j", str(args.threads)]
             best = {"evomerge": (float("inf"), 0.0, 0.0), "mergekit": (float("inf"), 0.0, 0.0)}
-            for _ in range(args.repeat):
-                for tool, cmd, out in (("evomerge", evo_cmd, work / "evo"), ("mergekit", mk_cmd, work / "mk")):
+            runs = {"evomerge": [], "mergekit": []}
+            tools = [("evomerge", evo_cmd, work / "evo"), ("mergekit", mk_cmd, work / "mk")]
+            for i in range(args.repeat):
+                # alternate which tool goes first, so neither always runs right after the other's page cache
+                # traffic or in the same phase of another job's load
+                for tool, cmd, out in (tools if i % 2 == 0 else tools[::-1]):
                     shutil.rmtree(out, ignore_errors=True)
                     measured = run_measured(cmd, env, work / "measure.json")
+                    runs[tool].append(round(measured[0], 2))
                     if measured[0] < best[tool][0]:
                         best[tool] = measured
             diff = max_abs_diff(work / "evo", work / "mk")
@@ -230,7 +275,8 @@ def main() -> int:
                    "evomerge_rss_mib": best["evomerge"][1], "mergekit_rss_mib": best["mergekit"][1],
                    "rss_ratio": best["evomerge"][1] / best["mergekit"][1],
                    "evomerge_cpu_s": best["evomerge"][2], "mergekit_cpu_s": best["mergekit"][2],
-                   "load_avg_1min": os.getloadavg()[0], "max_abs_diff": diff}
+                   "load_avg_1min": os.getloadavg()[0], "max_abs_diff": diff,
+                   "evomerge_runs_s": runs["evomerge"], "mergekit_runs_s": runs["mergekit"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -250,10 +296,8 @@ def main() -> int:
     resident = []
     if args.resident:
         for keep in ("native", "float32"):
-            cmd = [sys.executable, __file__, "--cache-dir", str(cache), "--_resident-child", keep,
-                   "--repeat", str(args.repeat)]
-            if args.small:
-                cmd.append("--small")
+            cmd = [sys.executable, __file__, "--preset", shape_name, "--cache-dir", str(cache),
+                   "--_resident-child", keep, "--repeat", str(args.repeat)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             resident.append(json.loads(out.strip().splitlines()[-1]))
         print(f"\nresident API (RAM+, global rho): {'keep':<8}{'resident MiB':>13}{'load s':>8}{'1st merge s':>12}"

@@ -6,8 +6,9 @@
            the whole-model overlap statistics
         -> sink: ShardWriter (merge_to_disk) | dict (merge_state_dict) | live module (merge_into)
 
-`merge_to_disk` (here) and `ResidentMerger` (evomerge.resident) share `_merged_tensors`, so a recipe
-gives the same tensors whichever sink receives them.
+`merge_to_disk` (here) and `ResidentMerger` (evomerge.resident) share `evomerge.row_blocks.merged_blocks`
+(which calls `merge_tensor` per tensor or row block), so a recipe gives the same tensors whichever sink
+receives them.
 """
 
 from __future__ import annotations
@@ -128,37 +129,65 @@ def _finish_operands(
 
 
 class CheckpointSource:
-    """Reads operands lazily from checkpoint files, one tensor at a time, into a reused workspace."""
+    """Reads operands lazily from checkpoint files, one tensor or one row block at a time, into a reused
+    workspace (a TensorSource, and a BlockSource for evomerge.row_blocks).
 
-    def __init__(self, inputs: CheckpointSet, device: "torch.device"):
+    `workspace_bytes` bounds the workspace when every tensor is read in row blocks that fit it; a whole
+    tensor larger than it (a rule that cannot be blocked) grows the workspace to that tensor, once.
+    None: sized to the largest tensor from the start (whole-tensor reads)."""
+
+    def __init__(self, inputs: CheckpointSet, device: "torch.device", workspace_bytes: int | None = None):
         self.inputs = inputs
         self.device = device
         self.tensor_names = inputs.tensor_names
         self.fingerprint = inputs.fingerprint
+        self.n_operands = len(inputs.models) + 1
         floats = [i for i in inputs.reference.tensors.values() if i.is_float]
         max_numel = max((i.numel for i in floats), default=0)
+        if workspace_bytes is not None:
+            max_numel = min(max_numel, max(workspace_bytes // (4 * self.n_operands), 1))
         # a GPU's rows are filled through a pinned staging buffer; CPU rows straight from memory maps
-        staging = 0 if device.type == "cpu" else max(
+        self._staging_bytes = 0 if device.type == "cpu" else max(
             (c.tensors[i.name].nbytes for c in inputs.all for i in floats), default=0)
-        self.workspace = Workspace(len(inputs.models) + 1, max_numel, device, staging_bytes=staging)
+        self.workspace = Workspace(self.n_operands, max_numel, device, staging_bytes=self._staging_bytes)
+        self._workspace_numel = max_numel
 
     def is_float(self, name: str) -> bool:
         return self.inputs.reference.tensors[name].is_float
 
-    def operands(self, name):
-        inputs, ws = self.inputs, self.workspace
-        info = inputs.reference.tensors[name]
-        rows = ws.rows(info.numel)
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.inputs.reference.tensors[name].shape)
+
+    def block_operands(self, name, rows):
+        """(base, task vectors) of rows [start, stop) of one tensor (None: all of it), float32, checked
+        finite, in the workspace: valid until the next call."""
+        inputs = self.inputs
+        shape = self.shape(name)
+        if rows is None:
+            span, block_shape = (0, inputs.reference.tensors[name].numel), shape
+        else:
+            per_row = inputs.reference.tensors[name].numel // max(shape[0], 1)
+            span, block_shape = (rows[0] * per_row, rows[1] * per_row), (rows[1] - rows[0], *shape[1:])
+        numel = span[1] - span[0]
+        if numel > self._workspace_numel:  # a whole tensor whose rule cannot be blocked: grow, once
+            self.workspace = None  # the old buffer is freed before the larger one is allocated
+            self.workspace = Workspace(self.n_operands, numel, self.device, staging_bytes=self._staging_bytes)
+            self._workspace_numel = numel
+        ws = self.workspace
+        block = ws.rows(numel)
         sources = [inputs.base, *inputs.models]
-        for row, ckpt in zip(rows, sources):
+        for row, ckpt in zip(block, sources):
             if ckpt is None:
                 row.zero_()
             elif row.device.type == "cpu":
-                inputs.copy_into(ckpt, name, row)
+                inputs.copy_into(ckpt, name, row, span)
             else:  # through the pinned staging buffer: a fast host-to-device copy
-                row.copy_(inputs.read(ckpt, name, finite=False, out=ws.staging).reshape(-1))
+                row.copy_(inputs.read(ckpt, name, finite=False, out=ws.staging, span=span))
         files = [c.tensors[name].file if c is not None else None for c in sources]
-        return _finish_operands(rows, info.shape, name, files)
+        return _finish_operands(block, block_shape, name, files)
+
+    def operands(self, name):
+        return self.block_operands(name, None)
 
     def passthrough(self, name):
         return self.inputs.read(self.inputs.reference, name, self.device)
@@ -280,26 +309,6 @@ def _overlaps_for(recipe_rules: Mapping[str, MergeRule], source: TensorSource, c
     return cache.get(source, epsilons, progress) if epsilons else {}
 
 
-def _merged_tensors(
-    source: TensorSource, recipe: MergeRecipe, cache: OverlapCache, progress: bool = False,
-    names: Sequence[str] | None = None,
-) -> Iterator[tuple[str, "torch.Tensor"]]:
-    """(name, float32 merged tensor) for every float tensor; non-float tensors pass through."""
-    from tqdm.auto import tqdm
-
-    names = list(names if names is not None else source.tensor_names)
-    rules = _rules(recipe, [n for n in names if source.is_float(n)])
-    overlaps = _overlaps_for(rules, source, cache, progress)
-    for name in tqdm(names, desc="merging", unit="tensor", disable=not progress):
-        if not source.is_float(name):
-            yield name, source.passthrough(name)
-            continue
-        base, deltas = source.operands(name)
-        merged = merge_tensor(name, base, deltas, rules[name], recipe.seed, overlaps)
-        yield name, merged
-        del merged  # freed before the next tensor's method runs: one result alive at a time
-
-
 # -- sink 1: a Hugging Face checkpoint on disk --------------------------------------------------
 
 
@@ -312,6 +321,10 @@ class MergeResult:
     seconds: float
 
 
+DISK_WORKSPACE_BYTES = 16 << 20
+WRITE_CHUNK_BYTES = 4 << 20
+
+
 def merge_to_disk(
     recipe: MergeRecipe,
     out_dir: str | Path,
@@ -321,24 +334,36 @@ def merge_to_disk(
     overwrite: bool = False,
     progress: bool = False,
     overlap_cache: OverlapCache | None = None,
+    workspace_bytes: int | None = DISK_WORKSPACE_BYTES,
 ) -> MergeResult:
     """Merge checkpoints as `recipe` says and write a Hugging Face checkpoint to `out_dir`.
 
     Every input is validated before anything is written; the output is built in a temporary
     sibling directory renamed at the end, so an error or Ctrl-C leaves no `out_dir`.
-    `dtype` overrides the recipe's output dtype.
+    `dtype` overrides the recipe's output dtype. Tensors whose rule allows it are merged in row blocks
+    of at most `workspace_bytes` of float32 operands (evomerge.row_blocks; bit for bit the whole-tensor
+    result): the operands of a block stay in the CPU's caches from the read to the write, and the
+    workspace stays small. None: every tensor whole.
     """
     import torch
+    from tqdm.auto import tqdm
+
+    from evomerge.row_blocks import _BlocksAsTensors, merged_blocks
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir).expanduser()
     refuse_output_over_inputs(out_dir, [recipe.base, *recipe.models])  # before --overwrite could replace one
     if out_dir.exists() and not overwrite:
         raise CheckpointError(f"{out_dir}: already exists; choose another directory or pass --overwrite")
+    if workspace_bytes is not None and workspace_bytes <= 0:
+        raise ValueError(f"workspace_bytes must be positive or None, got {workspace_bytes}")
     max_shard = parse_size(shard_size)
     dev = resolve_device(device)
     with CheckpointSet.open(recipe.base, recipe.models) as inputs:
-        source = CheckpointSource(inputs, dev)
+        source = CheckpointSource(inputs, dev, workspace_bytes)
+        n_operands = source.n_operands
+        block_bytes = workspace_bytes if workspace_bytes is not None else source.n_operands * 4 * max(
+            (i.numel for i in inputs.reference.tensors.values()), default=1)
         rules = _rules(recipe, [n for n in source.tensor_names if source.is_float(n)])  # recipe errors first
         out_dtype = output_dtype(dtype, recipe, inputs.reference.dtype)
         plan = ShardPlan.build(
@@ -348,19 +373,22 @@ def merge_to_disk(
         )
         names = [t.name for t in plan.order]
         cache = overlap_cache if overlap_cache is not None else DEFAULT_OVERLAP_CACHE
-        _overlaps_for(rules, source, cache, progress)  # statistics pass (if any) before the output exists
-        torch_dtype = getattr(torch, out_dtype)
-        max_numel = max((t.numel for t in inputs.reference.tensors.values()), default=0)
+        # statistics pass (if any) before the output exists; over the same blocks merged_blocks asks for
+        _overlaps_for(rules, _BlocksAsTensors(source, block_bytes, n_operands), cache, progress)
         with staged_output_dir(out_dir, overwrite) as staging:
             writer = ShardWriter(staging, plan)
-            behind = _WriteBehind(writer, [_Caster(torch_dtype, max_numel, dev) for _ in range(2)])
+            behind = _WriteBehind(writer, getattr(torch, out_dtype), dev)
+            bar = tqdm(total=len(names), desc="merging", unit="tensor", disable=not progress)
             try:
-                for name, merged in _merged_tensors(source, recipe, cache, progress, names):
+                for name, rows, merged in merged_blocks(source, recipe, cache, block_bytes, n_operands, names):
                     behind.write(name, merged)
                     del merged
+                    if rows is None or rows[1] == source.shape(name)[0]:
+                        bar.update()
                 behind.drain()
                 files = writer.finish()
             finally:
+                bar.close()
                 behind.close()  # the helper thread is idle before the file is closed under it
                 writer.abort()
             write_merge_metadata(staging, recipe, inputs, out_dtype, dev)
@@ -371,27 +399,55 @@ def merge_to_disk(
 
 
 class _WriteBehind:
-    """Writes each merged tensor on a helper thread while the next one merges (file writes and the
-    final cast overlap the arithmetic). Cast buffers alternate; one is reused only once its previous
-    write has finished, so at most len(casters) results wait for the disk. The writer's errors
-    surface at the next `write` or at `drain`."""
+    """Writes merged tensors (whole or row blocks) on a helper thread while the next ones merge: file
+    writes overlap the arithmetic (torch and the write syscalls release the GIL). Each result is cast
+    to the output dtype in chunks of at most WRITE_CHUNK_BYTES, into a few reused buffers (no allocation
+    or page fault per tensor, and a chunk is still in the CPU cache when the writer copies it); a buffer
+    is reused only once its previous write has finished. The writer's errors surface at the next
+    `write` or at `drain`."""
 
-    def __init__(self, writer: ShardWriter, casters: "list[_Caster]"):
+    def __init__(self, writer: ShardWriter, dtype: "torch.dtype", device: "torch.device", slots: int = 3,
+                 chunk_bytes: int | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
+        import torch
+
         self.writer = writer
-        self.casters = casters
-        self.pending: list = [None] * len(casters)
+        self.dtype = dtype
+        chunk_bytes = WRITE_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+        self.chunk = max(chunk_bytes // torch.empty((), dtype=dtype).element_size(), 1)
+        self.buffers = [torch.empty(self.chunk, dtype=dtype, pin_memory=device.type == "cuda")
+                        for _ in range(slots)]
+        self.pending: list = [None] * slots
         self.next = 0
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="evomerge-write")
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="evomerge-write")  # one thread: the plan's order
 
     def write(self, name: str, merged: "torch.Tensor") -> None:
+        if not merged.is_floating_point():  # a passthrough tensor: a fresh tensor of its own, written as is
+            self._submit(self.writer.write, name, merged.cpu())
+            return
+        if merged.numel() == 0:
+            self._submit(self.writer.write, name, merged.to(self.dtype).cpu())
+            return
+        flat = merged.reshape(-1)
+        for start in range(0, flat.numel(), self.chunk):
+            part = flat[start:start + self.chunk]
+            slot = self._free_slot()
+            buffer = self.buffers[slot][: part.numel()]
+            buffer.copy_(part)
+            self.pending[slot] = self.pool.submit(self.writer.write_part, name, buffer)
+
+    def _free_slot(self) -> int:
         slot = self.next
-        self.next = (slot + 1) % len(self.casters)
+        self.next = (slot + 1) % len(self.buffers)
         if self.pending[slot] is not None:
             self.pending[slot].result()
-        data = self.casters[slot](merged) if merged.is_floating_point() else merged
-        self.pending[slot] = self.pool.submit(self.writer.write, name, data)  # one thread: the plan's order
+            self.pending[slot] = None
+        return slot
+
+    def _submit(self, fn, *args) -> None:
+        slot = self._free_slot()  # keeps the order of results and the bound on work in flight
+        self.pending[slot] = self.pool.submit(fn, *args)
 
     def drain(self) -> None:
         for future in self.pending:
@@ -400,23 +456,6 @@ class _WriteBehind:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-class _Caster:
-    """Casts merged float32 tensors to the output dtype in one reused CPU buffer (its owner waits for
-    the write before reusing it), sparing an allocation and its page faults per tensor."""
-
-    def __init__(self, dtype: "torch.dtype", max_numel: int, device: "torch.device"):
-        import torch
-
-        self.dtype = dtype
-        reuse = dtype != torch.float32 and device.type == "cpu"
-        self._buffer = torch.empty(max_numel, dtype=dtype) if reuse else None
-
-    def __call__(self, merged: "torch.Tensor") -> "torch.Tensor":
-        if self._buffer is None:
-            return merged.to(self.dtype)
-        return self._buffer[: merged.numel()].view(merged.shape).copy_(merged)
 
 
 def __getattr__(name: str):

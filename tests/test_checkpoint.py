@@ -172,6 +172,13 @@ def test_copy_into_converts_from_a_memory_map_and_refuses_a_file_truncated_in_us
         got = torch.empty(want.shape, dtype=torch.float32)
         inputs.copy_into(inputs.models[0], name, got)
         assert torch.equal(got, want.float()), name
+        if want.numel() > 11:  # a span of entries (a row block, or less), by memory map and by pread
+            part = torch.empty(8)
+            inputs.copy_into(inputs.models[0], name, part, (3, 11))
+            assert torch.equal(part, want.reshape(-1)[3:11].float()), name
+            assert torch.equal(inputs.read(inputs.models[0], name, span=(3, 11)), want.reshape(-1)[3:11]), name
+    with pytest.raises(ValueError, match="outside"):
+        inputs.copy_into(inputs.models[0], name, torch.empty(2), (want.numel() - 1, want.numel() + 1))
     with pytest.raises(ValueError, match="entries"):
         inputs.copy_into(inputs.models[0], name, torch.empty(want.numel() + 1))
     last = max(inputs.models[0].tensors.values(), key=lambda i: (str(i.file), i.offset))
@@ -245,6 +252,37 @@ def test_shard_writer_refuses_tensors_out_of_plan(tmp_path):
     writer = ShardWriter(tmp_path, ShardPlan.build([PlannedTensor("a", "float32", (2,))], 100))
     with pytest.raises(RuntimeError, match="plan expects"):
         writer.write("a", torch.zeros(3))
+
+
+def test_shard_writer_takes_tensors_in_parts_and_refuses_parts_that_do_not_add_up(tmp_path):
+    """merge_to_disk writes row blocks, cast in chunks that may split a row: parts of one tensor in order."""
+    plan = ShardPlan.build([PlannedTensor("a", "bfloat16", (3, 4)), PlannedTensor("b", "bfloat16", (2,))], 1000)
+    a, b = torch.randn(3, 4).to(torch.bfloat16), torch.randn(2).to(torch.bfloat16)
+    writer = ShardWriter(tmp_path, plan)
+    for part in (a.view(-1)[:5], a.view(-1)[5:6], a[1:].reshape(-1)[2:]):  # 5 + 1 + 6 entries: splits rows
+        writer.write_part("a", part)
+    writer.write_part("b", b)
+    writer.finish()
+    loaded = load_file(tmp_path / "model.safetensors")
+    assert torch.equal(loaded["a"], a) and torch.equal(loaded["b"], b)
+
+    for bad, match in [
+        ([("a", a.view(-1)[:5]), ("b", b)], "still to come"),  # the next tensor before the last part
+        ([("a", a.view(-1)[:5]), ("a", a.view(-1))], "overrun"),  # more bytes than planned
+        ([("a", a.view(-1).float())], r"got part of 'a' \(torch.float32\)"),  # another dtype
+        ([("b", b)], "the plan expects"),  # out of order
+    ]:
+        writer = ShardWriter(tmp_path / "bad", plan)
+        (tmp_path / "bad").mkdir(exist_ok=True)
+        with pytest.raises(RuntimeError, match=match):
+            for name, part in bad:
+                writer.write_part(name, part)
+        writer.abort()
+    writer = ShardWriter(tmp_path / "bad", plan)
+    writer.write_part("a", a.view(-1)[:5])
+    with pytest.raises(RuntimeError, match="finished before"):  # a tensor left incomplete
+        writer.finish()
+    writer.abort()
 
 
 def test_staged_output_dir_is_all_or_nothing(tmp_path):

@@ -268,15 +268,15 @@ def test_a_failed_write_on_the_writer_thread_stops_the_merge_and_leaves_nothing(
     error, and the half-written output is removed."""
     from evomerge.io.writer import ShardWriter
 
-    real_write, written = ShardWriter.write, []
+    real_write, written = ShardWriter._write_bytes, []  # every write (whole tensors and parts) ends here
 
-    def failing_write(self, name, tensor):
+    def failing_write(self, name, planned, tensor):
         if len(written) == 4:
             raise OSError(28, "No space left on device")
         written.append(name)
-        real_write(self, name, tensor)
+        real_write(self, name, planned, tensor)
 
-    monkeypatch.setattr(ShardWriter, "write", failing_write)
+    monkeypatch.setattr(ShardWriter, "_write_bytes", failing_write)
     with pytest.raises(CheckpointError, match="out: could not write the output: No space left"):
         merge_to_disk(_recipe(tiny_family), tmp_path / "out", shard_size="20KB")
     assert len(written) == 4 and list(tmp_path.iterdir()) == []

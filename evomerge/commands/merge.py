@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output dtype (default: the recipe's, else the base's)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT_DIR if it exists (only once the merge succeeded)")
+    parser.add_argument("--workspace", default="16MiB",
+                        help="float32 operands held at once (default 16MiB): tensors whose method allows it are "
+                             "merged in row blocks of this size, the same result as whole tensors; 'none' merges "
+                             "every tensor whole (a workspace of agents + 1 copies of the largest tensor)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -46,11 +50,18 @@ def run(args: argparse.Namespace) -> int:
 
     from evomerge.io.staging import signals_raise
 
+    from evomerge.errors import CheckpointError, RecipeError
+    from evomerge.io.writer import parse_size
+
+    try:
+        workspace = None if str(args.workspace).lower() == "none" else parse_size(args.workspace)
+    except CheckpointError:
+        raise RecipeError(f"--workspace {args.workspace!r}: use a size like 16MiB or 256MB, or 'none'") from None
     recipe = load_recipe_or_mergekit(args.recipe)  # a mergekit YAML (merge_method: ...) too
     with signals_raise():  # SIGTERM / SIGHUP unwind like Ctrl-C: the staging directory is removed
         result = merge_to_disk(
             recipe, args.out_dir, device=args.device, shard_size=args.shard_size, dtype=args.dtype,
-            overwrite=args.overwrite, progress=not args.no_progress,
+            overwrite=args.overwrite, progress=not args.no_progress, workspace_bytes=workspace,
         )
     print(f"wrote {result.out_dir}: {result.tensors} tensors in {len(result.files)} file(s), "
           f"{result.dtype}, {result.seconds:.1f} s")

@@ -225,54 +225,65 @@ class CheckpointSet:
 
     def read(
         self, ckpt: Checkpoint, name: str, device: "torch.device | str" = "cpu", finite: bool = True,
-        out: "torch.Tensor | None" = None,
+        out: "torch.Tensor | None" = None, span: tuple[int, int] | None = None,
     ) -> "torch.Tensor":
         """One tensor, read from disk into `out` (a contiguous byte buffer with room for it, reused by
         the caller) or into a new tensor; checked to be finite unless `finite=False` (for callers that
-        check a float32 copy instead: a bf16 reduction is slow on CPUs without bf16 units)."""
+        check a float32 copy instead: a bf16 reduction is slow on CPUs without bf16 units).
+        `span` = (a, b): only entries [a, b) of the flattened tensor, returned flat."""
         import torch
 
         info = ckpt.tensors[name]
         dtype = getattr(torch, info.dtype)
+        first, stop = _checked_span(info, span)
+        itemsize = info.nbytes // max(info.numel, 1)
+        nbytes = (stop - first) * itemsize
         if out is None:
-            target = torch.empty(info.nbytes, dtype=torch.uint8)
+            target = torch.empty(nbytes, dtype=torch.uint8)
         else:
-            if out.dtype != torch.uint8 or out.device.type != "cpu" or out.numel() < info.nbytes:
-                raise ValueError(f"read: out must be a CPU uint8 buffer of at least {info.nbytes} bytes")
-            target = out[: info.nbytes]
-        self._pread(info, target)
-        tensor = target.view(dtype).view(info.shape)
+            if out.dtype != torch.uint8 or out.device.type != "cpu" or out.numel() < nbytes:
+                raise ValueError(f"read: out must be a CPU uint8 buffer of at least {nbytes} bytes")
+            target = out[:nbytes]
+        self._pread(info, target, first * itemsize)
+        tensor = target.view(dtype).view(info.shape if span is None else (stop - first,))
         if str(device) != "cpu":
             tensor = tensor.to(device)
         if finite and tensor.is_floating_point():
             check_finite(tensor, info.file, name)
         return tensor
 
-    def copy_into(self, ckpt: Checkpoint, name: str, out: "torch.Tensor") -> None:
-        """Copy one tensor into `out` (a contiguous CPU tensor with as many entries, any dtype: the copy
-        converts, e.g. bf16 -> float32) straight from a memory map of the tensor's bytes, unmapped
-        afterwards. No intermediate buffer: the conversion reads the page cache, one pass fewer than a
-        read into a buffer (and its memory) followed by the conversion. Not checked for finiteness."""
+    def copy_into(
+        self, ckpt: Checkpoint, name: str, out: "torch.Tensor", span: tuple[int, int] | None = None,
+    ) -> None:
+        """Copy one tensor, or entries [a, b) of its flattened form (`span`, e.g. a block of rows), into
+        `out` (a contiguous CPU tensor with as many entries, any dtype: the copy converts, e.g. bf16 ->
+        float32) straight from a memory map of those bytes, unmapped afterwards. No intermediate buffer:
+        the conversion reads the page cache, one pass fewer than a read into a buffer (and its memory)
+        followed by the conversion; mapped pages count in the RSS for one block only. Not checked for
+        finiteness."""
         import mmap
 
         import torch
 
         info = ckpt.tensors[name]
-        if out.device.type != "cpu" or not out.is_contiguous() or out.numel() != info.numel:
-            raise ValueError(f"copy_into: out must be a contiguous CPU tensor of {info.numel} entries")
+        first, stop = _checked_span(info, span)
+        if out.device.type != "cpu" or not out.is_contiguous() or out.numel() != stop - first:
+            raise ValueError(f"copy_into: out must be a contiguous CPU tensor of {stop - first} entries")
         require_little_endian()
-        if info.nbytes == 0:
+        itemsize = info.nbytes // max(info.numel, 1)
+        offset, nbytes = info.offset + first * itemsize, (stop - first) * itemsize
+        if nbytes == 0:
             return
         try:
             fd = self._fd(info.file)
             # a page past the end of a mapped file is a SIGBUS, not an exception: check the size first
             if os.fstat(fd).st_size < info.offset + info.nbytes:
                 raise CheckpointError(f"{info.file}: file ended inside tensor '{info.name}' (truncated while in use?)")
-            start = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
+            start = offset - offset % mmap.ALLOCATIONGRANULARITY
             # private and writable (never written): shares the page cache, and torch accepts the buffer
-            with mmap.mmap(fd, info.offset + info.nbytes - start, flags=mmap.MAP_PRIVATE,
+            with mmap.mmap(fd, offset + nbytes - start, flags=mmap.MAP_PRIVATE,
                            prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start) as mapped:
-                raw = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=info.offset - start)
+                raw = torch.frombuffer(mapped, dtype=torch.uint8, count=nbytes, offset=offset - start)
                 out.view(-1).copy_(raw.view(getattr(torch, info.dtype)))
                 del raw  # the map cannot close while a tensor still points into it
         except OSError as exc:
@@ -284,14 +295,15 @@ class CheckpointSet:
             fd = self._fds[file] = os.open(file, os.O_RDONLY)
         return fd
 
-    def _pread(self, info: TensorInfo, target: "torch.Tensor") -> None:
+    def _pread(self, info: TensorInfo, target: "torch.Tensor", skip: int = 0) -> None:
+        """Fill `target` (bytes) from the tensor's data, starting `skip` bytes into it."""
         require_little_endian()
         try:
             fd = self._fd(info.file)
             view = memoryview(target.numpy()).cast("B")
             done = 0
-            while done < info.nbytes:
-                got = os.preadv(fd, [view[done:]], info.offset + done)
+            while done < len(view):
+                got = os.preadv(fd, [view[done:]], info.offset + skip + done)
                 if got <= 0:
                     raise CheckpointError(
                         f"{info.file}: file ended inside tensor '{info.name}' (truncated while in use?)"
@@ -327,6 +339,16 @@ def all_finite(tensor: "torch.Tensor") -> bool:
         # a sum is finite iff every entry is, unless it overflows: only then look element-wise
         return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
     return bool(torch.isfinite(tensor.float()).all())
+
+
+def _checked_span(info: TensorInfo, span: tuple[int, int] | None) -> tuple[int, int]:
+    """[first, stop) entries of a tensor's flattened form: the whole tensor for None."""
+    if span is None:
+        return 0, info.numel
+    first, stop = span
+    if not 0 <= first <= stop <= info.numel:
+        raise ValueError(f"tensor '{info.name}' has {info.numel} entries; span {span} is outside it")
+    return first, stop
 
 
 def check_finite(tensor: "torch.Tensor", file: Path | str, name: str) -> None:

@@ -127,27 +127,61 @@ class ShardWriter:
         self._file: BinaryIO | None = None
         self._shard = -1
         self._unsynced = 0  # bytes written since the disk was last asked to start writing them
+        self._current: PlannedTensor | None = None  # the tensor being written, and its bytes still to come
+        self._remaining = 0
 
     def write(self, name: str, tensor: "torch.Tensor") -> None:
-        import torch
-
-        try:
-            shard, planned = next(self._queue)
-        except StopIteration:
-            raise RuntimeError(f"ShardWriter: tensor '{name}' is not in the plan") from None
-        if (planned.name, tuple(tensor.shape), str(tensor.dtype)) != (name, planned.shape, f"torch.{planned.dtype}"):
+        """One whole tensor, the next in the plan."""
+        planned = self._next(name)
+        if (tuple(tensor.shape), str(tensor.dtype)) != (planned.shape, f"torch.{planned.dtype}"):
             raise RuntimeError(
                 f"ShardWriter: got '{name}' {tensor.dtype} {list(tensor.shape)}, the plan expects {planned}"
             )
-        if shard != self._shard:
-            self._open(shard)
+        self._write_bytes(name, planned, tensor)
+
+    def write_part(self, name: str, tensor: "torch.Tensor") -> None:
+        """The next entries (in row-major order) of the tensor being written, or the first ones of the next
+        tensor in the plan: a tensor may arrive in any number of parts (e.g. row blocks, flattened).
+        (A tensor of no entries is written with `write`.)"""
+        planned = self._current if self._remaining else self._next(name)
+        if name != planned.name or str(tensor.dtype) != f"torch.{planned.dtype}":
+            raise RuntimeError(
+                f"ShardWriter: got part of '{name}' ({tensor.dtype}) while {self._remaining} bytes of "
+                f"{planned} are still to come"
+            )
+        self._write_bytes(name, planned, tensor)
+
+    def _write_bytes(self, name: str, planned: PlannedTensor, tensor: "torch.Tensor") -> None:
+        import torch
+
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        if data.nbytes > self._remaining:
+            raise RuntimeError(f"ShardWriter: {data.nbytes} bytes for '{name}' overrun it: {self._remaining} of its "
+                               f"{planned.nbytes} bytes are still to come")
         self._file.write(memoryview(data))
+        self._remaining -= data.nbytes
         self._unsynced += data.nbytes
         if self._unsynced >= WRITEBACK_BYTES:
             self._file.flush()
             start_writeback(self._file.fileno())
             self._unsynced = 0
+
+    def _next(self, name: str) -> PlannedTensor:
+        """Start the next planned tensor (it must be `name`), opening its shard's file when it is the first."""
+        if self._remaining:
+            raise RuntimeError(
+                f"ShardWriter: got '{name}' while {self._remaining} bytes of '{self._current.name}' are still to come"
+            )
+        try:
+            shard, planned = next(self._queue)
+        except StopIteration:
+            raise RuntimeError(f"ShardWriter: tensor '{name}' is not in the plan") from None
+        if planned.name != name:
+            raise RuntimeError(f"ShardWriter: got '{name}', the plan expects {planned}")
+        if shard != self._shard:
+            self._open(shard)
+        self._current, self._remaining = planned, planned.nbytes
+        return planned
 
     def _open(self, shard: int) -> None:
         self._close_file()
@@ -173,7 +207,7 @@ class ShardWriter:
 
     def finish(self) -> list[str]:
         """Close the last file and write the index when there are several; return the file names."""
-        if next(self._queue, None) is not None:
+        if self._remaining or next(self._queue, None) is not None:
             raise RuntimeError("ShardWriter: finished before every planned tensor was written")
         self._close_file()
         if len(self._names) > 1:
