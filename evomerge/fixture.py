@@ -310,11 +310,16 @@ def agent_chunk(spec: FixtureSpec, t: FixtureTensor, chunk: int, base: "torch.Te
     magnitude = bits & 0x7FFF
     exponent = (magnitude >> 7) - 127 - 7  # the unit in the last place is 2**exponent (normal numbers)
     ulp = torch.ldexp(torch.ones(n, device=device), exponent.clamp(min=-133).to(torch.float32))
-    needed = torch.ceil(_MIN_CHANGE / ulp).clamp(max=1 << 14).to(torch.int32)
-    small = needed > steps  # tiny weights: step up in magnitude far enough to pass the threshold
-    steps = torch.maximum(steps, needed)
-    grow = torch.where(small, torch.ones_like(up), up ^ negative)  # magnitude grows iff direction matches sign
+    small = steps.to(torch.float32) * ulp < _MIN_CHANGE  # a few units would stay below the paper's threshold
+    grow = up ^ negative  # magnitude grows iff direction matches sign
     new_magnitude = torch.where(grow, magnitude + steps, magnitude - steps)
+    # Tiny weights grow by a value, not by units: adding bf16 units crosses exponent boundaries (128 units
+    # double the value), so "enough units" for a weight of 1e-8 once reached 1e31. |w| + (1.25..1.75) x
+    # _MIN_CHANGE rounded to bf16 changes it by more than the threshold and by less than 2 x _MIN_CHANGE.
+    lifted = (magnitude.to(torch.int16).view(torch.bfloat16).to(torch.float32)
+              + _MIN_CHANGE * (1 + 0.25 * steps.to(torch.float32)))
+    lifted_magnitude = lifted.to(torch.bfloat16).view(torch.int16).to(torch.int32) & 0x7FFF
+    new_magnitude = torch.where(small, lifted_magnitude, new_magnitude)
     new_bits = torch.where(mask, (bits & ~0x7FFF) | new_magnitude, bits)
     new_bits = torch.where(new_bits >= 0x8000, new_bits - 0x10000, new_bits)  # back to int16's range
     return new_bits.to(torch.int16).view(torch.bfloat16)

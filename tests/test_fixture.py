@@ -15,7 +15,8 @@ from evomerge.io.reader import Checkpoint, CheckpointSet
 from evomerge.io.safetensors_format import INDEX_FILE
 from evomerge.cli import main
 from evomerge.fixture import (
-    PRESETS, AgentSpec, FixtureSpec, measured_densities, paper_agents, parameter_count, qwen2_tensors, write_fixture,
+    _MIN_CHANGE, PRESETS, AgentSpec, FixtureSpec, measured_densities, paper_agents, parameter_count, qwen2_tensors,
+    write_fixture,
 )
 
 AGENTS = ("coding", "tool_use", "memory")
@@ -83,6 +84,13 @@ def test_densities_overlap_and_steps_follow_the_paper(tiny):
     for a in agents:
         rel = ((a.float() - b.float()).abs() / b.float().abs())[big]
         assert float(rel.max()) <= 3 * 2**-7 + 1e-6
+    # every change is small in absolute terms too: tiny weights are lifted past the threshold by a value,
+    # never by so many bf16 units that the exponent runs away (once 1e31 for weights of 1e-8)
+    for a in agents:
+        change = (a.float() - b.float()).abs()
+        units = 3 * 2**-7 * b.float().abs()  # 3 units in the last place bound a normal step
+        assert bool((change <= torch.clamp(units, min=2 * _MIN_CHANGE)).all())
+        assert bool(torch.isfinite(a.float()).all())
     # shared direction: where tool and memory both change an entry, mostly the same way
     both = masks[1] & masks[2]
     same = torch.sign(agents[1].float() - b.float())[both] == torch.sign(agents[2].float() - b.float())[both]
