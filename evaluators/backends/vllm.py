@@ -322,7 +322,7 @@ class VLLMGenerator:
             yield pair
 
     def _partial(self) -> str:
-        if self._swapped == 0:
+        if self._swapped == 0 or not self._swap_by_reference:  # staged files reach the engine only when complete
             return "; nothing was swapped"
         return (f"; {self._swapped} tensor(s) had already been loaded, so the engine is marked incomplete "
                 "until a complete set of weights is swapped in")
