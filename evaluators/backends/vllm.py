@@ -334,8 +334,13 @@ class VLLMGenerator:
         self._incomplete = True  # until the whole stream is loaded
         try:
             self._engine().collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
-        except BaseException:
-            self._engine().collective_rpc(_finish_failed_reload)
+        except BaseException as failure:
+            try:
+                self._engine().collective_rpc(_finish_failed_reload)
+            except Exception as exc:  # the engine stays marked incomplete: generate refuses
+                raise BackendError(f"swap_weights failed ({type(failure).__name__}: {failure}) and vLLM's "
+                                   f"half-done reload could not be finalised ({type(exc).__name__}: {exc}); "
+                                   "restart the backend") from exc
             raise
         self._incomplete = False
 
