@@ -283,7 +283,7 @@ class VLLMGenerator:
         """Pass the pairs through one at a time, checking each, and the whole set's completeness at the end
         (before the iterator ends, so vLLM's loading sees the failure). Holds no tensor between pairs:
         ties are recognised through weak references, so a freed tensor's reused address is no tie."""
-        import torch
+        from evomerge.io.reader import all_finite  # bit tests: ~3x faster than isfinite(t).all() on bf16 (CPU)
 
         if self._expected_shapes is None:
             self._expected_shapes = checkpoint_tensor_shapes(self.model_dir)
@@ -305,7 +305,7 @@ class VLLMGenerator:
             if tuple(tensor.shape) != expected[name]:
                 raise BackendError(f"swap_weights: {name!r} has shape {tuple(tensor.shape)} but {self.model_dir} "
                                    f"has {expected[name]}{self._partial()}")
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            if not all_finite(tensor):
                 raise BackendError(f"swap_weights: {name!r} has NaN or infinite values{self._partial()}")
             given.add(name)
             storages[key] = weakref.ref(tensor)
