@@ -158,10 +158,10 @@ def describe_producer(settings: Mapping[str, Any], generator: Any, device: str, 
 
 def _finite(weights: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
     """Pass tensors through, failing the candidate at the first non-finite value (a merge gone wrong)."""
-    import torch
+    from evomerge.io.reader import all_finite  # exponent-bit test: ~5x faster than isfinite().all() on bf16 CPU
 
     for name, tensor in weights:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not all_finite(tensor):
             raise CandidateError(f"merged tensor '{name}' has NaN or infinite values")
         yield name, tensor
 
