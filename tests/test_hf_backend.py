@@ -126,6 +126,51 @@ def test_bad_swaps_are_rejected_before_copying(tiny_family):
         gen.swap_weights(stream)
 
 
+def _stream(state, fail_at=None, alive=None):
+    """(name, tensor) pairs made one at a time (a fresh copy each: nothing here keeps one), as a streaming merge
+    gives them; raises at `fail_at` as a merge failing midway. `alive` collects, per yield, how many earlier
+    tensors are still referenced."""
+    import weakref
+
+    earlier = []
+    for i, name in enumerate(state):
+        if i == fail_at:
+            raise RuntimeError("the merge failed midway")
+        tensor = state[name].clone()
+        if alive is not None:
+            alive.append(sum(ref() is not None for ref in earlier))
+            earlier.append(weakref.ref(tensor))
+        yield name, tensor
+        del tensor
+
+
+def test_a_stream_is_copied_tensor_by_tensor(tiny_family):
+    gen = HFGenerator(tiny_family["base"])
+    agent_state = load_file(tiny_family["tool_use"] / "model.safetensors")
+    alive: list[int] = []
+    assert gen.swap_weights(_stream(agent_state, alive=alive)) == len(agent_state)
+    assert max(alive) <= 1, alive  # the previous pair is still bound while the next is made: nothing more
+    assert torch.equal(logits(gen), logits(HFGenerator(tiny_family["tool_use"])))
+
+
+def test_a_swap_failing_midway_blocks_generation_until_every_tensor_is_copied_again(tiny_family):
+    gen = HFGenerator(tiny_family["base"])
+    base_state = load_file(tiny_family["base"] / "model.safetensors")
+    agent_state = load_file(tiny_family["coding"] / "model.safetensors")
+    fresh_text = HFGenerator(tiny_family["coding"]).generate(requests(), GREEDY)
+    with pytest.raises(RuntimeError, match="midway"):
+        gen.swap_weights(_stream(agent_state, fail_at=len(agent_state) // 2))
+    with pytest.raises(BackendError, match="partial swap"):  # base and agent mixed: not scored
+        gen.generate(requests(), GREEDY)
+    gen.swap_weights({"model.norm.weight": agent_state["model.norm.weight"]})  # one tensor: still a mix
+    with pytest.raises(BackendError, match="partial swap"):
+        gen.generate(requests(), GREEDY)
+    gen.swap_weights(_stream(agent_state))  # the next candidate: a fresh model's outputs
+    assert gen.generate(requests(), GREEDY) == fresh_text
+    assert torch.equal(logits(gen), logits(HFGenerator(tiny_family["coding"])))
+    gen.swap_weights(base_state)
+
+
 def test_tied_embeddings_take_either_name_but_not_two_values(tokenizer):
     from transformers import AutoModelForCausalLM
 

@@ -101,6 +101,7 @@ class HFGenerator:
         self.eos_token_ids = _eos_token_ids(model, tokenizer)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
         self.last_usage: dict[str, float] = {}
+        self._stale: set[int] = set()  # storage addresses not copied again since a swap failed midway
 
     # -- prompts ---------------------------------------------------------------------------------
     def render(self, request: Request) -> str:
@@ -120,6 +121,10 @@ class HFGenerator:
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, requests: Sequence[Request], settings: GenerationSettings) -> list[list[str]]:
+        if self._stale:
+            raise BackendError(f"the resident model {self.source} holds a partial swap ({len(self._stale)} "
+                               "tensor(s) not copied since a swap failed midway); swap a complete set of "
+                               "weights in before generating")
         start = time.perf_counter()
         encoded = [self.encode(r) for r in requests]
         sampling = settings.temperature > 0
@@ -206,7 +211,10 @@ class HFGenerator:
         Names are the checkpoint's (the model's `state_dict` keys). Tied weights (embed_tokens and
         lm_head sharing storage) accept either name; giving both with different values is an error.
         A mapping is checked completely before anything is copied; an iterator (a streaming merge)
-        is checked tensor by tensor, so a bad tensor late in it leaves a partial swap (the error says so).
+        is consumed and copied tensor by tensor (never listed: one merged tensor alive at a time), so a
+        bad tensor late in it, or an error raised by the iterator itself, leaves a partial swap (the error
+        says so). The model is then marked stale: `generate` refuses until every tensor has been copied
+        again by later swaps, so no candidate is scored on a mix of two candidates' weights.
         Tensors not given keep their current values. Dtype and device are converted on copy.
         """
         targets = self.model.state_dict(keep_vars=True)
@@ -218,17 +226,24 @@ class HFGenerator:
             pairs = weights
         written: dict[int, str] = {}  # storage address -> the name that wrote it (tied weights share one)
         copied = 0
-        with torch.no_grad():
-            for name, tensor in pairs:
-                target = self._check(targets, name, tensor, copied)
-                address = target.data_ptr()
-                if address in written and not torch.equal(target, tensor.to(target.device, target.dtype)):
-                    raise BackendError(
-                        f"swap_weights: {name!r} and {written[address]!r} are tied (one tensor in {self.source}) "
-                        f"but were given different values; give only one of them{_partial(copied)}")
-                target.copy_(tensor)
-                written[address] = name
-                copied += 1
+        try:
+            with torch.no_grad():
+                for name, tensor in pairs:
+                    target = self._check(targets, name, tensor, copied)
+                    address = target.data_ptr()
+                    if address in written and not torch.equal(target, tensor.to(target.device, target.dtype)):
+                        raise BackendError(
+                            f"swap_weights: {name!r} and {written[address]!r} are tied (one tensor in "
+                            f"{self.source}) but were given different values; give only one of them"
+                            f"{_partial(copied)}")
+                    target.copy_(tensor)
+                    written[address] = name
+                    copied += 1
+        except BaseException:
+            if copied:  # a mix of the previous weights and part of these: every tensor must be copied again
+                self._stale = {t.data_ptr() for t in targets.values()}
+            raise
+        self._stale -= written.keys()
         return copied
 
     def _check(self, targets: Mapping[str, Any], name: str, tensor: Any, copied: int):
@@ -247,7 +262,7 @@ def _partial(copied: int) -> str:
     if copied == 0:
         return "; nothing was copied"
     return (f"; {copied} tensor(s) had already been copied, so the model now holds a partial swap: "
-            "swap a complete, valid set of weights again")
+            "swap a complete, valid set of weights again (generate refuses until then)")
 
 
 def _eos_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -165,6 +166,8 @@ class VLLMGenerator:
         # Tensors can be handed over by reference only when the model lives in this very process.
         self._swap_by_reference = in_process and parallel.distributed_executor_backend == "uni"
         self._expected_shapes: dict[str, tuple[int, ...]] | None = None
+        self._swapped = 0  # tensors handed to the engine by the current swap
+        self._incomplete = False  # a streamed swap failed after loading some tensors (see swap_weights)
         self.last_usage: dict[str, float] = {}
         log.info("vLLM engine for %s started in %.1f s (dtype %s, %s)", self.model_dir, self.startup_seconds,
                  self.dtype, "in process" if self._swap_by_reference else "separate processes")
@@ -190,6 +193,9 @@ class VLLMGenerator:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        if self._incomplete:
+            raise BackendError(f"the vllm engine for {self.model_dir} holds a partly swapped set of weights (a "
+                               "swap failed midway); swap a complete set of weights in before generating")
         start = time.perf_counter()
         encoded = [self.encode(r) for r in requests]
         for request, ids in zip(requests, encoded):
@@ -240,61 +246,118 @@ class VLLMGenerator:
 
         `weights` are (checkpoint name, tensor) pairs or a mapping: a COMPLETE set of the served
         checkpoint's tensors (vLLM fuses e.g. q/k/v into one parameter, so a partial set would leave
-        parts of a fused layer undefined). Everything is checked (names, shapes, completeness) before
-        the engine is touched. A tensor that shares storage with another given tensor (a tied lm_head
-        next to embed_tokens) is skipped. Dtype and device are converted on load.
+        parts of a fused layer undefined). Each tensor is checked (a name of the checkpoint, given once,
+        its shape, finite values) and at the end the set must be complete. A tensor that shares storage
+        with another given tensor still alive (a tied lm_head next to embed_tokens) is skipped. Dtype
+        and device are converted on load.
+
+        Pairs are streamed: each tensor goes into vLLM's in-place loading (`load_weights` takes an
+        iterator) as it comes, so a streaming merge (`ResidentMerger.merge`) never has more than one
+        merged tensor alive here (vLLM itself buffers one layer's tensors, e.g. q/k/v, until the layer is
+        complete). A mapping is already held by the caller: it is checked completely before the engine
+        is touched. A bad tensor in a stream can only be seen when it comes, after earlier tensors were
+        loaded: the swap then fails, vLLM's half-done reload is finalised (no layer is left on the meta
+        device) and the engine is marked incomplete: `generate` refuses until a complete swap succeeds,
+        and every swap loads every tensor, so the next good candidate's outputs are a fresh engine's.
+        (Restoring the base from disk after each failure would cost a full read for an engine that the
+        next swap overwrites anyway.)
         """
-        pairs = list(weights.items() if isinstance(weights, Mapping) else weights)
-        pairs = self._checked(pairs)
+        self._swapped = 0
+        if isinstance(weights, Mapping):
+            pairs: Iterable[tuple[str, Any]] = list(self._checked(weights.items()))  # all checks before loading
+        else:
+            pairs = self._checked(weights)
+        pairs = self._counted(pairs)
         start = time.perf_counter()
         if self._swap_by_reference:
-            self._engine().collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
+            self._reload_in_place(pairs)
         else:
-            self._reload_through_file(pairs)
+            self._reload_through_files(pairs)
         if not self._engine().reset_prefix_cache():
             raise BackendError("swap_weights: vLLM could not reset its prefix cache (requests still running?); "
                                "cached prompts may reuse KV computed with the old weights - restart the backend")
-        log.info("swapped %d tensors into %s in %.2f s", len(pairs), self.model_dir, time.perf_counter() - start)
-        return len(pairs)
+        log.info("swapped %d tensors into %s in %.2f s", self._swapped, self.model_dir, time.perf_counter() - start)
+        return self._swapped
 
-    def _checked(self, pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    def _checked(self, pairs: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+        """Pass the pairs through one at a time, checking each, and the whole set's completeness at the end
+        (before the iterator ends, so vLLM's loading sees the failure). Holds no tensor between pairs:
+        ties are recognised through weak references, so a freed tensor's reused address is no tie."""
+        from evomerge.io.reader import all_finite  # bit tests: ~3x faster than isfinite(t).all() on bf16 (CPU)
+
         if self._expected_shapes is None:
             self._expected_shapes = checkpoint_tensor_shapes(self.model_dir)
         expected = self._expected_shapes
-        kept: dict[str, Any] = {}
-        storages: dict[tuple[int, tuple[int, ...]], str] = {}
+        given: set[str] = set()
+        storages: dict[tuple[int, tuple[int, ...]], Any] = {}  # (address, shape) -> weak reference
         for name, tensor in pairs:
-            if name in kept:
-                raise BackendError(f"swap_weights: {name!r} is given twice; nothing was swapped")
+            if name in given:
+                raise BackendError(f"swap_weights: {name!r} is given twice{self._partial()}")
             key = (tensor.data_ptr(), tuple(tensor.shape))
             if name not in expected:
-                if key in storages:  # tied to a tensor already given: the checkpoint stores it once
+                tied = storages.get(key)
+                if tied is not None and tied() is not None:  # tied to a live tensor already given: stored once
                     continue
                 example = next(iter(expected), "")
                 raise BackendError(f"swap_weights: {name!r} is not a tensor of the served checkpoint "
-                                   f"{self.model_dir} (names are checkpoint names such as {example!r}); "
-                                   "nothing was swapped")
+                                   f"{self.model_dir} (names are checkpoint names such as {example!r})"
+                                   f"{self._partial()}")
             if tuple(tensor.shape) != expected[name]:
                 raise BackendError(f"swap_weights: {name!r} has shape {tuple(tensor.shape)} but {self.model_dir} "
-                                   f"has {expected[name]}; nothing was swapped")
-            kept[name] = tensor
-            storages.setdefault(key, name)
-        missing = sorted(set(expected) - set(kept))
+                                   f"has {expected[name]}{self._partial()}")
+            if not all_finite(tensor):
+                raise BackendError(f"swap_weights: {name!r} has NaN or infinite values{self._partial()}")
+            given.add(name)
+            storages[key] = weakref.ref(tensor)
+            yield name, tensor
+        missing = sorted(set(expected) - given)
         if missing:
             shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise BackendError(f"swap_weights: {len(missing)} tensor(s) of {self.model_dir} were not given "
-                               f"({shown}); the vllm backend swaps complete checkpoints only; nothing was swapped")
-        return list(kept.items())
+                               f"({shown}); the vllm backend swaps complete checkpoints only{self._partial()}")
 
-    def _reload_through_file(self, pairs: list[tuple[str, Any]]) -> None:
-        """Workers in other processes reload from a temporary safetensors file (tensors do not cross processes)."""
+    def _counted(self, pairs: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+        for pair in pairs:
+            self._swapped += 1
+            yield pair
+
+    def _partial(self) -> str:
+        if self._swapped == 0 or not self._swap_by_reference:  # staged files reach the engine only when complete
+            return "; nothing was swapped"
+        return (f"; {self._swapped} tensor(s) had already been loaded, so the engine is marked incomplete "
+                "until a complete set of weights is swapped in")
+
+    def _reload_in_place(self, pairs: Iterable[tuple[str, Any]]) -> None:
+        """Stream the pairs into vLLM's in-place reload in this process. A failure inside the stream leaves
+        vLLM's layerwise reload half done (layers not yet loaded sit on the meta device, partly loaded
+        ones keep buffered tensors and counts that would corrupt the next reload): it is finalised here."""
+        self._incomplete = True  # until the whole stream is loaded
+        try:
+            self._engine().collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
+        except BaseException as failure:
+            try:
+                self._engine().collective_rpc(_finish_failed_reload)
+            except Exception as exc:  # the engine stays marked incomplete: generate refuses
+                raise BackendError(f"swap_weights failed ({type(failure).__name__}: {failure}) and vLLM's "
+                                   f"half-done reload could not be finalised ({type(exc).__name__}: {exc}); "
+                                   "restart the backend") from exc
+            raise
+        self._incomplete = False
+
+    def _reload_through_files(self, pairs: Iterable[tuple[str, Any]]) -> None:
+        """Workers in other processes reload from temporary safetensors files (tensors do not cross processes).
+
+        One file per tensor, written as the pairs stream in (one tensor on the host at a time); every
+        check has passed before the workers read anything, so a bad set leaves the engine untouched."""
         from safetensors.torch import save_file
 
         staging = Path(tempfile.mkdtemp(prefix="evomerge-vllm-swap-"))
         try:
-            state = {name: t.detach().to("cpu").contiguous() for name, t in pairs}
-            save_file(state, str(staging / "model.safetensors"))
+            for i, (name, tensor) in enumerate(pairs):
+                save_file({name: tensor.detach().to("cpu").contiguous()}, str(staging / f"{i:06d}.safetensors"))
+            self._incomplete = True
             self._engine().collective_rpc("reload_weights", kwargs={"weights_path": str(staging)})
+            self._incomplete = False
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -316,6 +379,21 @@ class VLLMGenerator:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _finish_failed_reload(worker: Any) -> None:
+    """On the engine's worker: finalise vLLM's layerwise reload after the weights iterator raised.
+
+    vLLM's `reload_weights` moves every layer to the meta device and buffers each layer's tensors until
+    the layer is complete; `finalize_layerwise_reload` (which the raise skipped) puts the kept tensors
+    back for layers that got nothing, processes the partly loaded ones, and resets the per-layer counts,
+    so the next reload starts clean. The weights are then a mix: the caller marks the engine incomplete.
+    """
+    from vllm.config import set_current_vllm_config
+    from vllm.model_executor.model_loader.reload.layerwise import finalize_layerwise_reload
+
+    with set_current_vllm_config(worker.vllm_config):
+        finalize_layerwise_reload(worker.model_runner.get_model(), worker.vllm_config.model_config)
 
 
 def _check_device(device: str | None, platform_device: str) -> None:

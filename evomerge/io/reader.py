@@ -329,8 +329,8 @@ def all_finite(tensor: "torch.Tensor") -> bool:
     (bf16 on one CPU thread: 5x)."""
     import torch
 
-    if tensor.numel() == 0:
-        return True
+    if tensor.numel() == 0 or not tensor.is_floating_point():
+        return True  # integer tensors are finite
     if tensor.dtype in (torch.bfloat16, torch.float16):
         # all-ones exponent bits mean inf/NaN; integer ops are vectorized where bf16 arithmetic is not
         mask = 0x7F80 if tensor.dtype == torch.bfloat16 else 0x7C00

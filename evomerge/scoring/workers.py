@@ -205,11 +205,10 @@ class Timed:
 
 def _finite(weights: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
     """Pass tensors through, failing the candidate at the first non-finite value (a merge gone wrong)."""
-    from evomerge.io.reader import all_finite
+    from evomerge.io.reader import all_finite  # exponent-bit test: ~5x faster than isfinite().all() on bf16 CPU
 
     for name, tensor in weights:
-        # part of each candidate's merge time: all_finite checks a bf16 tensor 5x faster than torch.isfinite
-        if tensor.is_floating_point() and not all_finite(tensor):
+        if not all_finite(tensor):
             raise CandidateError(f"merged tensor '{name}' has NaN or infinite values")
         yield name, tensor
 
