@@ -18,9 +18,10 @@ Prints one table and (--json) writes the same rows for the README:
     merge + swap < 5 s on one H100; host-streamed < 10 s);
   - items/s of the vLLM backend on the 7B-shaped engine, and greedy parity vLLM vs hf on a tiny model
     (before and after an in-place swap, under CUDA graphs);
-  - per placement, the GPU bytes at the preset's full size of the merger + a vLLM engine + the merged model
-    that swap_weights lists, from the memory plan's components (headers-only sparse checkpoints), against
-    this GPU's memory (or --gpu-memory-gib without a GPU).
+  - per placement, evomerge's memory plan (evomerge/memory_plan.py) at the preset's full size (headers-only
+    sparse checkpoints) of one GPU worker: the merger beside a vLLM engine with the check's settings, its GPU
+    resident and peak bytes, fits or the plan's refusal, and the engine settings it gives, against this GPU's
+    memory (or --gpu-memory-gib without a GPU); swap_weights streams the merged tensors (nothing listed).
 
 On the GPU machine evomerge needs only pydantic beyond the image's packages (carried as wheels: see
 docs/benchmarks.md "GPU check"); vLLM is optional (its rows say "not measured" without it).
@@ -36,7 +37,6 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import math
 import os
 import platform
 import shutil
@@ -272,31 +272,47 @@ def sample_names(inputs: Inputs, k: int) -> list[str]:
 
 # -- memory: what a placement needs on the GPU (evomerge's memory plan) ----------------------------------
 
-
-def gpu_need(placement: str, inputs: Inputs, methods: list[str], params: int | None = None,
-             bytes_per_model: int | None = None) -> int:
-    """GPU bytes of a ResidentMerger placement with the plan's components and constants (memory_plan.py):
-    CUDA context + inputs + the whole-tensor workspace (TIES is not row-blocked) + the method's temporaries
-    + one merged tensor. compact's inputs (not modelled by the plan) follow ResidentMerger.memory_bytes:
-    base bytes + per agent numel/8 + changed x 2 + 8 bytes per 4096 entries."""
-    from evomerge.memory_plan import CUDA_CONTEXT_BYTES, merge_temporaries_bytes, workspace_bytes
-
-    params = params or inputs.params
-    bytes_per_model = bytes_per_model or inputs.bytes_per_model
-    numel = inputs.max_float_numel
-    n = len(inputs.models)
-    stored = {"device": (n + 1) * bytes_per_model, "host_mapped": 0,
-              "compact": bytes_per_model + sum(params / 8 + 2 * d * params + 8 * params / 4096 for d in inputs.densities)}
-    return int(CUDA_CONTEXT_BYTES + stored[placement] + workspace_bytes(n, numel)
-               + merge_temporaries_bytes(methods, numel) + 2 * numel)
+# the plan's components that are the vLLM engine's (weights, KV cache, reserve); the rest is the merger's
+ENGINE_COMPONENTS = ("engine", "kv cache")
 
 
-def vllm_plan(inputs_dir_base: Path, models: list[Path], methods: list[str], placement: str, gpu_total: int,
-              engine_options: dict[str, Any]):
+def row_blockable(methods: list[str], n_models: int) -> dict[str, bool]:
+    """method -> its rule at the check's parameters merges in row blocks, asked of the method registry."""
+    from evomerge.plan_rules import rule_row_blockable
+
+    return {m: rule_row_blockable(m, METHODS[m], n_models) for m in methods}
+
+
+def placement_plan(base: Path, models: list[Path], methods: list[str], placement: str, gpu_total: int,
+                   engine_options: dict[str, Any], densities: list[float]):
+    """evomerge's memory plan of one GPU worker running ResidentMerger(placement) as the check builds it
+    (default row-block bound, the agents' densities) beside a vLLM engine with the check's settings."""
     from evomerge.memory_plan import PlanRequest, build_plan
+    from evomerge.resident import DEFAULT_WORKSPACE_BYTES
 
-    return build_plan(PlanRequest(str(inputs_dir_base), tuple(str(m) for m in models), tuple(methods), backend="vllm",
-                                  engine_options=engine_options, gpus=1, gpu_memory=gpu_total, placement=placement))
+    return build_plan(PlanRequest(str(base), tuple(str(m) for m in models), tuple(methods), backend="vllm",
+                                  engine_options=engine_options, gpus=1, gpu_memory=gpu_total, placement=placement,
+                                  densities=tuple(densities), workspace_bytes=DEFAULT_WORKSPACE_BYTES,
+                                  row_blockable=row_blockable(methods, len(models))))
+
+
+def merger_gpu_bytes(worker, with_context: bool = True) -> int:
+    """The merger's share of a planned worker's GPU peak: its GPU components that are not the engine's
+    (CUDA context unless `with_context` is False, inputs on the GPU, workspace, merge temporaries)."""
+    return sum(c.bytes for c in worker.components if c.where == "gpu" and not c.name.startswith(ENGINE_COMPONENTS)
+               and (with_context or not c.name.startswith("cuda context")))
+
+
+def gpu_need(placement: str, inputs: Inputs, methods: list[str], gpu_total: int, engine_options: dict[str, Any]) -> int:
+    """GPU bytes a placement's ResidentMerger of the generated inputs needs at its peak, by the memory plan;
+    compared with the free memory of this process, which already holds its CUDA context (left out here)."""
+    plan = placement_plan(inputs.base, inputs.models, methods, placement, gpu_total, engine_options, inputs.densities)
+    return merger_gpu_bytes(plan.nodes[0].workers[0], with_context=False)
+
+
+def check_engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The vLLM engine the check starts (and plans for): --max-model-len, --vllm-seqs."""
+    return {"max_model_len": args.max_model_len, "max_num_seqs": args.vllm_seqs}
 
 
 # -- the steps -----------------------------------------------------------------------------------------
@@ -362,7 +378,8 @@ def placements(check: Check, device, inputs: Inputs, reference: dict[str, dict[s
     methods = check.args.methods
     for placement in check.args.placements:
         if device.type == "cuda":
-            need = gpu_need(placement, inputs, methods)
+            total = torch.cuda.get_device_properties(device).total_memory
+            need = gpu_need(placement, inputs, methods, total, check_engine_options(check.args))
             free = torch.cuda.mem_get_info(device)[0]
             if need > free:
                 skip_placement(check, placement, f"needs {need / 2**30:.1f} GiB of GPU memory by the memory plan, "
@@ -487,21 +504,20 @@ def vllm_swap(check: Check, device, inputs: Inputs, merger, placement: str) -> N
     if missing:
         check.skip(missing, step=VLLM_SWAP, method="ram_plus", placement=placement)
         return
-    total = torch.cuda.get_device_properties(device).total_memory
-    options = {"max_model_len": check.args.max_model_len, "max_num_seqs": check.args.vllm_seqs}
-    free = torch.cuda.mem_get_info(device)[0]
-    listed = inputs.bytes_per_model  # swap_weights lists the iterator's pairs before loading (its checks first)
+    options = check_engine_options(check.args)
+    # swap_weights streams the merged tensors into vLLM's loader: beyond the engine, one merged tensor at a time,
+    # which the merger's planned temporaries already hold (they were checked at load)
+    util = check.engine_util
     if check.engine is None:
-        plan = vllm_plan(inputs.base, inputs.models, ["ram_plus"], "host", total, options)
+        total = torch.cuda.get_device_properties(device).total_memory
+        plan = placement_plan(inputs.base, inputs.models, ["ram_plus"], placement, total, options, inputs.densities)
         util = plan.nodes[0].workers[0].engine["gpu_memory_utilization"]
-        need = util * total + listed
-        what = f"the engine ({util:.2f} x {total / 2**30:.0f} GiB, memory plan) and one merged model"
-    else:
-        util, need, what = check.engine_util, listed, "one merged model"
-    if need > free:
-        check.skip(f"{what} need {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free beside the resident inputs",
-                   step=VLLM_SWAP, method="ram_plus", placement=placement)
-        return
+        need, free = util * total, torch.cuda.mem_get_info(device)[0]
+        if need > free:
+            check.skip(f"the engine ({util:.2f} x {total / 2**30:.0f} GiB, memory plan) needs {need / 2**30:.1f} GiB, "
+                       f"{free / 2**30:.1f} GiB free beside the resident inputs",
+                       step=VLLM_SWAP, method="ram_plus", placement=placement)
+            return
 
     def swap(row: Row) -> None:
         from evaluators.backends.vllm import VLLMGenerator
@@ -656,43 +672,44 @@ PLAN_STEP = "plan: full size beside a vLLM engine"
 
 
 def full_size_plan(inputs: Inputs, methods: list[str], total: int, options: dict[str, Any]) -> list[Row]:
-    """Per placement, GPU bytes at the preset's full size (headers only) of the merger, a vLLM engine and the
-    merged model that swap_weights lists, from the memory plan's components and constants (memory_plan.py)."""
+    """Per placement, evomerge's memory plan at the preset's full size (headers-only checkpoints) of one GPU
+    worker: the merger (ResidentMerger as the check builds it) beside a vLLM engine with the check's settings.
+    The swap streams the merged tensors into the engine, so no merged model is listed on the GPU."""
     base = inputs.full_headers / "base" if inputs.full_headers else inputs.base
     models = [inputs.full_headers / p.name for p in inputs.models] if inputs.full_headers else inputs.models
-    host = vllm_plan(base, models, methods, "host", total, options).nodes[0].workers[0]
-    engine = sum(c.bytes for c in host.components if c.where == "gpu" and c.name.startswith(("engine", "kv cache")))
-    device_plan = vllm_plan(base, models, methods, "device", total, options)
-    swap_list = 2 * inputs.full_params  # bf16: vLLM's swap_weights lists every merged tensor before loading
     rows = []
     for placement in PLACEMENTS:
-        merger = gpu_need(placement, inputs, methods, inputs.full_params, 2 * inputs.full_params)
-        need = merger + engine + swap_list
-        fits = need <= total
-        note = (f"{'fits' if fits else 'does NOT fit'}: {fmt_bytes(need)} of {fmt_bytes(total)} = merger "
-                f"{fmt_bytes(merger)} (CUDA context, inputs, whole-tensor workspace, temporaries of "
-                f"{'/'.join(methods)}) + engine {fmt_bytes(engine)} (weights, KV cache, reserve; "
-                f"gpu_memory_utilization {host.engine['gpu_memory_utilization']}) + the listed merged model "
-                f"{fmt_bytes(swap_list)}")
-        if placement == "device":
-            note += f"; memory_plan.py: {'fits' if device_plan.fits else device_plan.refusal}"
+        plan = placement_plan(base, models, methods, placement, total, options, inputs.densities)
+        w = plan.nodes[0].workers[0]
+        resident, peak = w.total("gpu", peak=False), w.total("gpu")
+        gpu = {c.name: c.bytes for c in w.components if c.where == "gpu"}
+        verdict = "fits" if plan.fits else f"does NOT fit: {plan.refusal}"
+        blocks = ("row blocks: workspace bounded by " + fmt_bytes(w.workspace_bound) if not plan.whole_tensor_methods
+                  else "whole-tensor rules (" + ", ".join(plan.whole_tensor_methods) + "): workspace of whole tensors")
+        note = (f"GPU peak {fmt_bytes(peak)} (resident {fmt_bytes(resident)}) of {fmt_bytes(total)}: {verdict}; "
+                + ", ".join(f"{name} {fmt_bytes(b)}" for name, b in gpu.items())
+                + f" ({blocks}); vLLM max_num_seqs {w.engine['max_num_seqs']}, gpu_memory_utilization "
+                f"{w.engine['gpu_memory_utilization']}, max_model_len {w.engine['max_model_len']}; swap_weights streams "
+                "the merged tensors (no listed merged model)")
         rows.append(Row(PLAN_STEP, "", placement, status="planned", note=note,
-                        data={"fits": fits, "gpu_bytes": need, "merger": merger, "engine": engine,
-                              "merged_model": swap_list, "gpu_memory": total, "engine_settings": host.engine}))
+                        data={"fits": plan.fits, "refusal": plan.refusal, "gpu_resident": resident, "gpu_peak": peak,
+                              "merger": merger_gpu_bytes(w), "engine": peak - merger_gpu_bytes(w),
+                              "gpu_components": gpu, "gpu_memory": total, "engine_settings": w.engine,
+                              "workspace_bound": w.workspace_bound,
+                              "whole_tensor_methods": list(plan.whole_tensor_methods)}))
     return rows
 
 
 def plan_rows(check: Check, inputs: Inputs, device) -> None:
     import torch
 
-    options = {"max_model_len": check.args.max_model_len, "max_num_seqs": check.args.vllm_seqs}
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         suffix = ""
     else:  # no GPU here: planned for the --gpu-memory of the machine the check is meant for
         total = int(check.args.gpu_memory_gib * 2**30)
         suffix = f" (no GPU here: planned for {check.args.gpu_memory_gib:g} GiB)"
-    for row in full_size_plan(inputs, check.args.methods, total, options):
+    for row in full_size_plan(inputs, check.args.methods, total, check_engine_options(check.args)):
         row.note += suffix
         check.add(row)
 

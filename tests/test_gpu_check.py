@@ -102,24 +102,68 @@ def test_plan_rows_give_the_full_size_gpu_bytes_per_placement(run):
         assert row["status"] == "planned" and row["seconds"] is None
         assert row["data"]["gpu_memory"] == 80 * 2**30 and "no GPU here: planned for 80 GiB" in row["note"]
         d = row["data"]
-        assert d["gpu_bytes"] == d["merger"] + d["engine"] + d["merged_model"]
+        # the plan's GPU components, nothing added: the swap streams (no listed merged model)
+        assert d["gpu_peak"] == sum(d["gpu_components"].values()) == d["merger"] + d["engine"]
+        assert d["gpu_resident"] == d["gpu_peak"] - d["gpu_components"]["merge temporaries"]
+        assert "merged_model" not in d and "swap_weights streams the merged tensors" in row["note"]
+        assert d["engine_settings"]["max_num_seqs"] == 64 and d["engine_settings"]["max_model_len"] == 4096
+        assert d["fits"] and d["refusal"] is None and d["whole_tensor_methods"] == []
     # inputs on the device cost more GPU memory than mapped host inputs; compact lies between
     assert rows["host_mapped"]["data"]["merger"] < rows["compact"]["data"]["merger"] < rows["device"]["data"]["merger"]
 
 
-def test_plan_at_7b_shapes_an_h100_cannot_hold_device_inputs_beside_the_engine(gpu_check, tmp_path):
+def _inputs_7b(gpu_check, tmp_path):
     from evomerge.fixture import FixtureSpec, paper_agents, parameter_count, qwen2_tensors, write_fixture
 
     full = FixtureSpec("7b", paper_agents(3), headers_only=True, with_tokenizer=False)
     res = write_fixture(full, tmp_path / "h")  # sparse files: headers only
-    inputs = gpu_check.Inputs(res.paths["base"], [res.paths[a.name] for a in full.agents], res.parameters,
-                              parameter_count(full.shape), res.bytes_per_model,
-                              max(t.numel for t in qwen2_tensors(full.shape)), [a.density for a in full.agents], None)
-    rows = {r.placement: r for r in gpu_check.full_size_plan(inputs, ["ram_plus"], 80 * 2**30,
-                                                              {"max_model_len": 4096, "max_num_seqs": 64})}
-    assert not rows["device"].data["fits"] and "does NOT fit" in rows["device"].note
-    assert rows["host_mapped"].data["fits"]
-    assert rows["device"].data["merged_model"] == 2 * 7_615_616_512
+    return gpu_check.Inputs(res.paths["base"], [res.paths[a.name] for a in full.agents], res.parameters,
+                            parameter_count(full.shape), res.bytes_per_model,
+                            max(t.numel for t in qwen2_tensors(full.shape)), [a.density for a in full.agents], None)
+
+
+PARAMS_7B = 7_615_616_512
+EMBED_7B = 152_064 * 3_584  # the largest tensor
+BLOCK_7B = 512 * 2**20 // (4 * 4)  # ResidentMerger's default 512 MiB over 4 float32 operand rows
+ENGINE_7B = 2 * PARAMS_7B + 14 * 2**30 + 3 * 2**30  # bf16 weights + KV (28 x 4 x 128 x 2 x 2 x 4096 x 64) + reserve
+
+
+def test_plan_at_7b_shapes_an_h100_holds_compact_and_host_mapped_beside_the_engine_not_device(gpu_check, tmp_path):
+    """3 x 7B RAM+ by the memory plan beside the check's vLLM engine (max_model_len 4096, 64 sequences): every
+    rule row-blockable, so the workspace is the 512 MiB bound; the swap streams, so nothing more is listed."""
+    from evomerge.memory_plan import compact_agent_bytes
+
+    inputs = _inputs_7b(gpu_check, tmp_path)
+    options = {"max_model_len": 4096, "max_num_seqs": 64}
+    h100 = {r.placement: r for r in gpu_check.full_size_plan(inputs, ["ram_plus"], 80 * 2**30, options)}
+    h200 = {r.placement: r for r in gpu_check.full_size_plan(inputs, ["ram_plus"], 141 * 2**30, options)}
+    temps = int(3.5 * BLOCK_7B * 4) + 2 * EMBED_7B  # RAM+ (4 copies) per block less the cast + the bf16 result
+    merger = {"device": 4 * 2 * PARAMS_7B, "host_mapped": 0,
+              "compact": 2 * PARAMS_7B + sum(compact_agent_bytes(PARAMS_7B, 339, 2, d) for d in (0.032, 0.462, 0.543))}
+    for placement, inputs_bytes in merger.items():
+        d = h100[placement].data
+        assert d["gpu_components"]["workspace"] == 512 * 2**20 and d["gpu_components"]["merge temporaries"] == temps
+        assert d["merger"] == 600 * 2**20 + inputs_bytes + 512 * 2**20 + temps
+        assert d["engine"] == ENGINE_7B and d["gpu_peak"] == d["merger"] + ENGINE_7B
+        assert d["engine_settings"]["gpu_memory_utilization"] == 0.39 and h200[placement].data["fits"]
+        assert h200[placement].data["engine_settings"]["gpu_memory_utilization"] == 0.23
+    assert h100["device"].data["gpu_peak"] == 97_135_549_440  # 90.46 GiB
+    assert h100["compact"].data["gpu_peak"] == 70_137_135_243  # 65.32 GiB
+    assert h100["host_mapped"].data["gpu_peak"] == 36_210_617_344  # 33.72 GiB
+    assert not h100["device"].data["fits"] and "does NOT fit: one worker needs 90.46 GiB" in h100["device"].note
+    assert "use placement host_mapped" in h100["device"].data["refusal"]
+    assert h100["compact"].data["fits"] and h100["host_mapped"].data["fits"]
+
+
+def test_gpu_need_is_the_plans_merger_without_the_context_this_process_holds(gpu_check, tmp_path):
+    inputs = _inputs_7b(gpu_check, tmp_path)
+    options = {"max_model_len": 4096, "max_num_seqs": 64}
+    temps = int(3.5 * BLOCK_7B * 4) + 2 * EMBED_7B
+    need = {p: gpu_check.gpu_need(p, inputs, ["ram_plus"], 80 * 2**30, options) for p in PLACEMENTS}
+    assert need["host_mapped"] == 512 * 2**20 + temps  # inputs stay in the page cache
+    assert need["device"] == 4 * 2 * PARAMS_7B + 512 * 2**20 + temps
+    full = {r.placement: r.data["merger"] for r in gpu_check.full_size_plan(inputs, ["ram_plus"], 80 * 2**30, options)}
+    assert all(need[p] == full[p] - 600 * 2**20 for p in PLACEMENTS)
 
 
 def test_no_row_failed_and_meta_records_the_environment(run):
@@ -182,8 +226,8 @@ def test_the_table_lists_every_row(gpu_check, run):
 
 
 class _StandInEngine:
-    """Plays vLLM's part (no vLLM here): records its settings, consumes swaps as VLLMGenerator does (the pairs
-    listed first), answers generate with usage; checks the plumbing of the vLLM rows, not vLLM."""
+    """Plays vLLM's part (no vLLM here): records its settings, consumes swaps as VLLMGenerator does (streamed,
+    one pair at a time), answers generate with usage; checks the plumbing of the vLLM rows, not vLLM."""
 
     started: list = []
 
@@ -192,9 +236,8 @@ class _StandInEngine:
         _StandInEngine.started.append(self)
 
     def swap_weights(self, weights):
-        pairs = list(weights)
-        self.swaps.append([name for name, _ in pairs])
-        return len(pairs)
+        self.swaps.append([name for name, _ in weights])
+        return len(self.swaps[-1])
 
     def generate(self, requests, settings):
         self.last_usage = {"requests": len(requests), "prompt_tokens": 3 * len(requests),
@@ -258,3 +301,28 @@ def test_device_drawn_fixture_with_fewer_layers_keeps_the_paper_densities(tmp_pa
     name = "model.embed_tokens.weight"  # 65536 entries
     for got, want in zip(measured_densities(base[name], [a[name] for a in agents]), (0.032, 0.462, 0.543)):
         assert abs(got - want) < 0.01
+
+
+def test_a_vllm_engine_the_free_memory_cannot_hold_is_not_started(gpu_check, tmp_path, monkeypatch):
+    """The engine's gpu_memory_utilization comes from the memory plan of the generated inputs; with less free
+    memory than that share of the GPU, the swap row says so and no engine starts (nothing else is reserved:
+    the swap streams)."""
+    import torch
+
+    import evaluators.backends.vllm as vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "VLLMGenerator", _StandInEngine)
+    monkeypatch.setattr(gpu_check, "_vllm_missing", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2**30, 80 * 2**30))
+    _StandInEngine.started.clear()
+    args = gpu_check.parse_args(["--preset", "tiny", "--device", "cpu", "--methods", "ram_plus",
+                                 "--placements", "host_mapped"])
+    check = gpu_check.Check(args)
+    device = torch.device("cpu")
+    inputs = gpu_check.generate_inputs(check, device, tmp_path)
+    gpu_check.placements(check, device, inputs, {}, gpu_check.sample_names(inputs, 3))
+    (swap,) = [r for r in check.rows if r.step == gpu_check.VLLM_SWAP]
+    assert swap.status == "not measured: the engine (0.04 x 80 GiB, memory plan) needs 3.2 GiB, 1.0 GiB free " \
+                          "beside the resident inputs"
+    assert _StandInEngine.started == []
