@@ -70,11 +70,16 @@ def test_cpu_plan_components_by_hand(headers):
     assert w.merge_seconds > 0 and w.swap_seconds > 0
 
 
-def test_three_7b_agents_do_not_fit_beside_the_engine_on_one_80gb_gpu(headers, capsys):
-    rc = main(["plan", *paper_args(headers["7b"]), "--gpus", "1", "--placement", "device"])
+def test_three_7b_agents_on_the_gpu_leave_the_engine_one_sequence_or_do_not_fit(headers, capsys):
+    """Private copies of base + 3 x 7B (56.74 GiB) beside vLLM: on 80 GiB only one 32768-token sequence fits
+    (auto therefore maps the inputs instead); on 72 GiB they do not fit at all, and the refusal says what to do."""
+    assert main(["plan", *paper_args(headers["7b"]), "--gpus", "1", "--placement", "device"]) == 0
+    out = capsys.readouterr().out
+    assert "max_num_seqs=1," in out and "placement device" in out
+    rc = main(["plan", *paper_args(headers["7b"]), "--gpus", "1", "--placement", "device", "--gpu-memory", "72GiB"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1
-    assert "of GPU memory" in err[0] and "80.00 GiB" in err[0] and "use placement host_mapped" in err[0]
+    assert "needs 78.46 GiB of GPU memory" in err[0] and "72.00 GiB" in err[0] and "use placement host_mapped" in err[0]
 
 
 def test_auto_maps_the_inputs_on_the_host_and_sizes_the_engine(headers, tmp_path):
@@ -85,47 +90,47 @@ def test_auto_maps_the_inputs_on_the_host_and_sizes_the_engine(headers, tmp_path
     w = data["nodes"][0]["workers"][0]
     assert (w["device"], w["placement"], w["inputs_where"]) == ("cuda", "host_mapped", "node page cache (shared)")
     weights = QWEN7B_PARAMS * 2
-    embed = 152064 * 3584
-    # the paper's sweep grids TIES / DARE densities below 1: whole-tensor rules, so the GPU workspace holds
-    # 4 float32 rows of the embedding and TIES' 6 float32 copies of it are the merge's peak (on the GPU)
-    assert data["whole_tensor_methods"] == ["dare_linear", "dare_ties", "ties"]
+    # every rule of the paper's sweep grids (TIES, DARE, Breadcrumbs at densities below 1 included) merges in
+    # row blocks: the GPU workspace is the 512 MiB bound, whatever the vocabulary
+    assert data["whole_tensor_methods"] == []
     comps = {c["name"]: c for c in w["components"]}
-    assert comps["workspace"]["bytes"] == 4 * embed * 4 and comps["workspace"]["where"] == "gpu"
-    assert comps["merge temporaries"]["bytes"] == 6 * embed * 4
-    assert comps["pinned staging"] == {"name": "pinned staging", "bytes": embed * 2, "where": "host",
-                                       "peak_only": False, "shared": False}
-    # room for KV = 80 GiB - 600 MiB - workspace - temporaries - weights - 3 GiB = 24.0 sequences -> 16
-    room = 80 * GiB - 600 * 2**20 - 16 * embed - 24 * embed - weights - 3 * GiB
-    assert 16 <= room // 1_879_048_192 < 32
-    assert w["engine"] == {"backend": "vllm", "dtype": "bfloat16", "max_model_len": 32768, "max_num_seqs": 16,
-                           "gpu_memory_utilization": 0.57, "enforce_eager": False}
-    assert comps["engine weights"]["bytes"] == weights and comps["kv cache"]["bytes"] == 16 * 1_879_048_192
+    assert comps["workspace"]["bytes"] == 512 * 2**20 and comps["workspace"]["where"] == "gpu"
+    assert comps["pinned staging"] == {"name": "pinned staging", "bytes": 64 * 2**20, "where": "host",
+                                       "peak_only": False, "shared": False}  # one operand row of a block
+    # room for KV = 80 GiB - 600 MiB - 512 MiB - weights - 3 GiB = 32.9 sequences of 32768 tokens -> 32
+    room = 80 * GiB - 600 * 2**20 - 512 * 2**20 - weights - 3 * GiB
+    assert 32 <= room // 1_879_048_192 < 64
+    assert w["engine"] == {"backend": "vllm", "dtype": "bfloat16", "max_model_len": 32768, "max_num_seqs": 32,
+                           "gpu_memory_utilization": 0.92, "enforce_eager": False}
+    assert comps["engine weights"]["bytes"] == weights and comps["kv cache"]["bytes"] == 32 * 1_879_048_192
     assert comps["inputs (mapped files)"] == {"name": "inputs (mapped files)", "bytes": 4 * weights, "where": "host",
                                               "peak_only": False, "shared": True}
-    assert w["gpu_resident"] == 600 * 2**20 + 16 * embed + weights + 16 * 1_879_048_192 + 3 * GiB
+    assert w["gpu_resident"] == 600 * 2**20 + 512 * 2**20 + weights + 32 * 1_879_048_192 + 3 * GiB
     # the mapped inputs are the node's page cache: counted once, not once per worker
     private = w["host_private_peak"]
-    assert private == 240_893_952 + embed * 2
+    assert private == 240_893_952 + 64 * 2**20
     assert data["nodes"][0]["host_shared"] == 4 * weights
     assert len(data["nodes"][0]["workers"]) == 4 and data["nodes"][0]["host_peak"] == 4 * weights + 4 * private
 
 
 def test_three_7b_agents_on_an_8_gpu_node_fit_with_the_inputs_shared_per_node(headers, capsys):
-    """The paper's setting on one 8 x 80 GB node with 512 GiB of host memory: private copies cannot fit
-    (not on the GPU, and 8 x 56.7 GiB on the host would not either); mapped files shared once per node do."""
+    """The paper's setting on one 8 x 80 GB node with 512 GiB of host memory: mapped files shared once per node
+    fit (private host copies, 8 x 56.7 GiB, would not); private GPU copies would leave one sequence per engine."""
     assert main(["plan", *paper_args(headers["7b"]), "--gpus", "8", "--host-memory", "512GiB"]) == 0
     out = capsys.readouterr().out
     assert "placement host_mapped" in out and "of which 56.74 GiB shared by every worker, once" in out
-    assert main(["plan", *paper_args(headers["7b"]), "--gpus", "8", "--placement", "device"]) == 1
+    assert "max_num_seqs=32" in out and "would fit but leave the engine max_num_seqs=1 instead of 32" in out
+    assert main(["plan", *paper_args(headers["7b"]), "--gpus", "8", "--placement", "device",
+                 "--gpu-memory", "72GiB"]) == 1
     assert "use placement host_mapped" in capsys.readouterr().err
 
 
 def test_host_memory_refusal_says_how_many_workers_fit(headers, capsys):
-    # 8 workers: 56.74 GiB of shared inputs + 8 x (runtime 0.22 GiB + pinned staging 1.02 GiB) = 66.7 GiB > 60 GiB
-    rc = main(["plan", *paper_args(headers["7b"]), "--gpus", "8", "--host-memory", "60GiB"])
+    # 8 workers: 56.74 GiB of shared inputs + 8 x (runtime 0.22 GiB + pinned staging 64 MiB) = 59.04 GiB > 58 GiB
+    rc = main(["plan", *paper_args(headers["7b"]), "--gpus", "8", "--host-memory", "58GiB", "--placement", "host_mapped"])
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and "8 worker(s) need 66.66 GiB" in err and "56.74 GiB shared + 1.24 GiB each" in err
-    assert "use 2 worker(s) or fewer" in err  # (60 - 56.74) / 1.24
+    assert rc == 1 and "8 worker(s) need 59.04 GiB" in err and "56.74 GiB shared + 293.73 MiB each" in err
+    assert "use 4 worker(s) or fewer" in err  # (58 - 56.74) / 0.287
 
 
 def test_search_experiment_on_cpu_workers(headers, tmp_path):

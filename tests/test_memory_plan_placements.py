@@ -113,22 +113,24 @@ def test_row_blockability_is_asked_of_the_method_registry(monkeypatch):
         "task_arithmetic": {"weight": {"low": 0.1, "high": 1.0}},
         "ram_plus": {"epsilon": {"low": 1e-7, "high": 1e-3, "scale": "log"}},
         "ties": {"density": {"low": 0.1, "high": 1.0}},
-        "dare_ties": {"density": {"value": 1.0}},
+        "breadcrumbs": {"density": {"low": 0.1, "high": 1.0}, "rescale": {"value": True}},
+        "dare_ties": {"density": {"value": 1.0}, "rescale_mode": {"value": "l1"}},
         "slerp": {}}})
     got = space_row_blockable(space, 2)
-    # ties prunes below density 1 (a magnitude threshold over the whole tensor); at density 1 DARE-TIES is
-    # element-wise; SLERP needs whole-tensor norms (today's registry)
-    assert got == {"task_arithmetic": True, "ram_plus": True, "ties": False, "dare_ties": True, "slerp": False}
+    # TIES' magnitude ranks are gathered over the blocks; an L1 rescale below density 1 is a float sum over the
+    # whole tensor (not blockable), at density 1 nothing is pruned or rescaled; SLERP needs whole-tensor norms
+    assert got == {"task_arithmetic": True, "ram_plus": True, "ties": True, "breadcrumbs": False, "dare_ties": True,
+                   "slerp": False}
     # a method that learns row blocks changes the plan without an edit to the plan
-    monkeypatch.setitem(METHODS, "ties", dataclasses.replace(METHODS["ties"], row_blockable=lambda params: True))
-    assert space_row_blockable(space, 2)["ties"] is True
+    monkeypatch.setitem(METHODS, "slerp", dataclasses.replace(METHODS["slerp"], row_blockable=lambda params: True))
+    assert space_row_blockable(space, 2)["slerp"] is True
 
 
 def test_sweep_grid_points_are_asked_one_by_one():
     from evomerge.sweep.experiment import SweepMethod
 
     entries = [SweepMethod(method="ties", grid={"density": [1.0]}),
-               SweepMethod(method="dare_ties", grid={"density": [0.5, 1.0]}),
+               SweepMethod(method="dare_ties", parameters={"rescale_mode": "l1"}, grid={"density": [0.5, 1.0]}),
                SweepMethod(method="task_arithmetic")]
     assert sweep_row_blockable(entries, 3) == {"ties": True, "dare_ties": False, "task_arithmetic": True}
 
