@@ -351,3 +351,34 @@ def test_a_well_formed_hand_built_header_is_accepted(tmp_path):
     assert [tensors[k].nbytes for k in ("a", "b", "empty")] == [16, 8, 0]
     with safe_open(str(file), framework="pt") as f:  # and so does the library
         assert sorted(f.keys()) == ["a", "b", "empty"]
+
+
+def test_copy_into_keeps_one_tensor_mapped_across_spans_and_rereads_dropped_pages(tiny_family):
+    """copy_into keeps a tensor's map for its next span and drops each copied span's pages from it
+    (MADV_DONTNEED): spans in any order, re-read spans (their pages dropped), spans straddling pages and
+    another tensor of the same file in between must all read the stored values."""
+    import mmap
+
+    inputs = CheckpointSet.open(tiny_family["base"], [tiny_family["coding"]])
+    ckpt = inputs.models[0]
+    stored = {}
+    for f in sorted(Path(tiny_family["coding"]).glob("*.safetensors")):
+        stored.update(load_file(f))
+    big = max(ckpt.tensors.values(), key=lambda i: i.nbytes)
+    other = next(i for i in ckpt.tensors.values() if i.file == big.file and i.name != big.name)
+    assert big.nbytes > 4 * mmap.PAGESIZE, "the test needs a tensor of several pages"
+    want = stored[big.name].reshape(-1).float()
+    step = mmap.PAGESIZE // 2 + 3  # spans that straddle page boundaries at varying offsets
+    spans = [(a, min(a + step, big.numel)) for a in range(0, big.numel, step)]
+    for a, b in [*spans, *reversed(spans), spans[0]]:
+        got = torch.empty(b - a)
+        inputs.copy_into(ckpt, big.name, got, (a, b))
+        assert torch.equal(got, want[a:b]), (a, b)
+        assert inputs._maps[big.file][0] == big.name  # the map is kept for the next span
+        got_other = torch.empty(other.numel)
+        if (a, b) == spans[1]:  # another tensor of the same file in between replaces the map
+            inputs.copy_into(ckpt, other.name, got_other)
+            assert torch.equal(got_other, stored[other.name].reshape(-1).float())
+            assert inputs._maps[big.file][0] == other.name
+    inputs.close()
+    assert not inputs._maps

@@ -4,8 +4,8 @@
 model.safetensors.index.json) without loading any weight; `CheckpointSet` checks that a base and its
 models agree (architecture, tensor names, shapes) and reads one tensor at a time.
 `copy_into` (the merge's path on a CPU) maps only that tensor's bytes, converts them into the
-caller's reused float32 row and unmaps them at once: no intermediate buffer, and mapped pages count
-in the RSS for one tensor only (a whole-file map would show every input's size). Measured on a
+caller's reused float32 row and drops the copied pages from the map: no intermediate buffer, and
+mapped pages count in the RSS for one block only (a whole-file map would show every input's size). Measured on a
 49 MB bf16 tensor already in the page cache: 24 ms map + convert vs 40 ms pread into a buffer +
 convert. `read` (a positioned read, pread, into a new or reused buffer) serves everything else,
 e.g. the pinned staging buffer of a GPU merge. Every read is checked for byte order, truncation
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,10 @@ def _sampled_content(file: Path, data_start: int, samples: int = 16, chunk: int 
     return b"".join(out)
 
 
+PAGE_BYTES = mmap.PAGESIZE
+MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", 4)  # 4 on Linux and macOS
+
+
 class CheckpointSet:
     """A base (optional) and the models to merge, checked against each other; lazy tensor reads.
 
@@ -167,6 +172,9 @@ class CheckpointSet:
         self.models = list(models)
         self.reference = base if base is not None else self.models[0]
         self._fds: dict[Path, int] = {}
+        # per file, the map of the tensor `copy_into` read last: (tensor name, map, its bytes as a uint8
+        # tensor, offset of the tensor's first byte in the map)
+        self._maps: dict[Path, tuple[str, mmap.mmap, "torch.Tensor", int]] = {}
 
     @classmethod
     def open(cls, base: str | Path | None, models: Sequence[str | Path]) -> "CheckpointSet":
@@ -257,12 +265,12 @@ class CheckpointSet:
     ) -> None:
         """Copy one tensor, or entries [a, b) of its flattened form (`span`, e.g. a block of rows), into
         `out` (a contiguous CPU tensor with as many entries, any dtype: the copy converts, e.g. bf16 ->
-        float32) straight from a memory map of those bytes, unmapped afterwards. No intermediate buffer:
-        the conversion reads the page cache, one pass fewer than a read into a buffer (and its memory)
-        followed by the conversion; mapped pages count in the RSS for one block only. Not checked for
-        finiteness."""
-        import mmap
-
+        float32) straight from a memory map of the tensor's bytes. No intermediate buffer: the conversion
+        reads the page cache, one pass fewer than a read into a buffer (and its memory) followed by the
+        conversion. The map stays open for the next span of the same tensor (a map and an unmap per block
+        and operand cost ~20 % of the reads of the 0.5B fixture's row blocks: /work/notes/mergefast.md);
+        the span's pages leave the map (MADV_DONTNEED) once copied, so mapped pages count in the RSS for
+        one block only. Not checked for finiteness."""
         import torch
 
         info = ckpt.tensors[name]
@@ -271,7 +279,7 @@ class CheckpointSet:
             raise ValueError(f"copy_into: out must be a contiguous CPU tensor of {stop - first} entries")
         require_little_endian()
         itemsize = info.nbytes // max(info.numel, 1)
-        offset, nbytes = info.offset + first * itemsize, (stop - first) * itemsize
+        nbytes = (stop - first) * itemsize
         if nbytes == 0:
             return
         try:
@@ -279,15 +287,39 @@ class CheckpointSet:
             # a page past the end of a mapped file is a SIGBUS, not an exception: check the size first
             if os.fstat(fd).st_size < info.offset + info.nbytes:
                 raise CheckpointError(f"{info.file}: file ended inside tensor '{info.name}' (truncated while in use?)")
-            start = offset - offset % mmap.ALLOCATIONGRANULARITY
-            # private and writable (never written): shares the page cache, and torch accepts the buffer
-            with mmap.mmap(fd, offset + nbytes - start, flags=mmap.MAP_PRIVATE,
-                           prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start) as mapped:
-                raw = torch.frombuffer(mapped, dtype=torch.uint8, count=nbytes, offset=offset - start)
-                out.view(-1).copy_(raw.view(getattr(torch, info.dtype)))
-                del raw  # the map cannot close while a tensor still points into it
+            mapped, raw, skip = self._tensor_map(fd, info)
+            lo = skip + first * itemsize
+            out.view(-1).copy_(raw[lo:lo + nbytes].view(getattr(torch, info.dtype)))
+            # drop the span's whole pages from the map (unwritten private pages: the page cache keeps them)
+            page_lo, page_hi = lo - lo % PAGE_BYTES, (lo + nbytes) - (lo + nbytes) % PAGE_BYTES
+            if page_hi > page_lo:
+                mapped.madvise(MADV_DONTNEED, page_lo, page_hi - page_lo)
         except OSError as exc:
             raise CheckpointError(f"{info.file}: cannot read tensor '{info.name}' ({exc.strerror or exc})") from None
+
+    def _tensor_map(self, fd: int, info: TensorInfo):
+        """(map, its bytes as a uint8 tensor, offset of the tensor's first byte in it) of one tensor's bytes,
+        kept until another tensor of the same file is read (or `close`)."""
+        import torch
+
+        cached = self._maps.get(info.file)
+        if cached is not None and cached[0] == info.name:
+            return cached[1], cached[2], cached[3]
+        self._unmap(info.file)
+        start = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
+        # private and writable (never written): shares the page cache, and torch accepts the buffer
+        mapped = mmap.mmap(fd, info.offset + info.nbytes - start, flags=mmap.MAP_PRIVATE,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+        raw = torch.frombuffer(mapped, dtype=torch.uint8)
+        self._maps[info.file] = (info.name, mapped, raw, info.offset - start)
+        return mapped, raw, info.offset - start
+
+    def _unmap(self, file: Path) -> None:
+        cached = self._maps.pop(file, None)
+        if cached is not None:
+            _, mapped, raw, _ = cached
+            del raw, cached  # the map cannot close while a tensor still points into it
+            mapped.close()
 
     def _fd(self, file: Path) -> int:
         fd = self._fds.get(file)
@@ -313,6 +345,8 @@ class CheckpointSet:
             raise CheckpointError(f"{info.file}: cannot read tensor '{info.name}' ({exc.strerror or exc})") from None
 
     def close(self) -> None:
+        for file in list(self._maps):
+            self._unmap(file)
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
