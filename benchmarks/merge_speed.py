@@ -248,8 +248,13 @@ def main() -> int:
             mk = {"merge_method": mk_method, "base_model": str(family["base"]),
                   "models": [{"model": str(family[a]), "parameters": mk_model_params} for a in AGENTS],
                   "parameters": mk_global, "dtype": "float32", "out_dtype": "bfloat16"}
-            if mk_method == "linear":  # mergekit would average a base_model in; evomerge's base is a reference
+            if mk_method == "linear":
+                # mergekit's linear averages the models it is given (a base_model would be averaged in as one
+                # more model); evomerge's linear with a base merges task vectors measured from it, which rounds
+                # differently and reads one input more. Both tools get the same merge: the models, no base.
                 del mk["base_model"]
+                del recipe["base"]
+                (work / f"{method}.yaml").write_text(yaml.safe_dump(recipe))
             (work / f"{method}.mk.yaml").write_text(yaml.safe_dump(mk))
             evo_cmd = [sys.executable, "-m", "evomerge.cli", "merge", str(work / f"{method}.yaml"), str(work / "evo"),
                        "--device", "cpu", "--no-progress"]

@@ -36,8 +36,9 @@ def test_readme_quick_start_runs_the_committed_demo():
 
 
 def test_readme_stays_an_introduction():
-    """The reference lives in docs/; the README keeps what a newcomer needs."""
-    assert len((REPO / "README.md").read_text().encode()) < 10_000
+    """The reference lives in docs/; the README keeps what a newcomer needs (plus the measured tables the issues
+    ask for in the README itself: the demo, sample efficiency, paper scale)."""
+    assert len((REPO / "README.md").read_text().encode()) < 14_000
 
 
 def _anchor(heading: str) -> str:
