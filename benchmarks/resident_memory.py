@@ -1,7 +1,7 @@
 """Memory and merge time of ResidentMerger per placement, one process and two processes on the same inputs.
 
     python benchmarks/resident_memory.py --out /tmp/resident_bench [--layers 2] [--merges 3]
-    python benchmarks/resident_memory.py --fixture /work/fixtures/qwen-0.5b --method ties --configs ...
+    python benchmarks/resident_memory.py --fixture fixtures/qwen-0.5b --method ties --configs ...
 
 Builds (once) a Qwen2.5-0.5B-shaped input set: a bf16 base with the 151936 x 896 embedding and `--layers`
 decoder layers (attention 896/128, MLP 896/4864), and three agents with RL-like sparse deltas (3 %, 20 %,

@@ -1,6 +1,6 @@
 """Merge time of whole-tensor vs row-blocked merges, alternating in one process, with a bit-identity check.
 
-    python benchmarks/row_block_speed.py --fixture /work/fixtures/qwen-0.5b --methods ties,dare_ties \
+    python benchmarks/row_block_speed.py --fixture fixtures/qwen-0.5b --methods ties,dare_ties \
         --workspace-mib 512 --rounds 2
 
 Two ResidentMergers on the same memory-mapped inputs (placement host_mapped): one with a workspace of the

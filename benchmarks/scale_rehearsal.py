@@ -1,7 +1,7 @@
 """CPU rehearsal of a search at a realistic size (issue 13 §3): per candidate merge / swap / evaluation seconds,
 per worker peak, PSS and shared memory, against the memory plan.
 
-    python benchmarks/scale_rehearsal.py --fixture /work/fixtures/qwen-0.5b --out /tmp/rehearsal \
+    python benchmarks/scale_rehearsal.py --fixture fixtures/qwen-0.5b --out /tmp/rehearsal \
         [--configs host_mapped:128:2,host_mapped:128:1] [--candidates 4] [--limit 2] [--max-new-tokens 4]
 
 The fixture is `evomerge fixture --preset 0.5b --agents 3 DIR` (base/ coding/ tool_use/ memory/; any preset

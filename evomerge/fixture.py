@@ -5,7 +5,7 @@ Qwen2.5's real shapes (hidden, intermediate, layers, heads, kv heads, vocabulary
 0.5B and 1.5B tie the LM head to the embedding, 7B does not); `tiny` is for tests.
 
 The agents' task vectors follow the RAM paper's measurements of Qwen2.5-7B RL agents (Fig. 2,
-/work/shared/reference/ram_paper.md §2):
+arXiv 2601.13572, §2):
 - density: the share of entries an agent changes (coding 3.2 %, tool use 46.2 %, memory 54.3 %;
   with five agents Fig. 7's search 24.2 % and AutoTIR 27.5 % join them);
 - overlap: the tool and memory agents' masks overlap about as much as independent masks would,

@@ -268,7 +268,7 @@ class CheckpointSet:
         float32) straight from a memory map of the tensor's bytes. No intermediate buffer: the conversion
         reads the page cache, one pass fewer than a read into a buffer (and its memory) followed by the
         conversion. The map stays open for the next span of the same tensor (a map and an unmap per block
-        and operand cost ~20 % of the reads of the 0.5B fixture's row blocks: /work/notes/mergefast.md);
+        and operand cost ~20 % of the reads of the 0.5B fixture's row blocks, measured);
         the span's pages leave the map (MADV_DONTNEED) once copied, so mapped pages count in the RSS for
         one block only. Not checked for finiteness."""
         import torch
