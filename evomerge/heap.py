@@ -38,12 +38,11 @@ def keep_freed_memory() -> bool:
     global _done
     if _done:
         return True
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
+    libc = _glibc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_LIMIT)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_LIMIT))
-    except (OSError, AttributeError) as exc:
+        ok = libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_LIMIT)) \
+            and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_LIMIT))
+    except AttributeError as exc:
         log.debug("mallopt unavailable: %s", exc)
         return False
     _done = ok
@@ -57,11 +56,20 @@ def release_free_memory() -> bool:
     every input tensor, the engine's dtype conversion); glibc keeps them in its heaps, and a long-lived
     worker would carry them for its whole life: 1.9 GiB per worker on the 0.5B fixture (docs/scale.md,
     "CPU rehearsal"). A no-op outside glibc."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
+    libc = _glibc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError) as exc:
+        return libc is not None and bool(libc.malloc_trim(0))
+    except AttributeError as exc:
         log.debug("malloc_trim unavailable: %s", exc)
         return False
+
+
+def _glibc() -> "ctypes.CDLL | None":
+    """This process's C library when it is glibc (whose malloc the two functions above tune), else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError as exc:
+        log.debug("libc unavailable: %s", exc)
+        return None

@@ -4,15 +4,14 @@ on tensors that span several 4096-entry prefix-count chunks."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from evomerge.input_stores import CompactDelta
 from evomerge.recipe import MergeRecipe
 from evomerge.resident import ResidentMerger
+
+from test_resident_placement import _write
 
 
 class _ConversionSpy(torch.Tensor):
@@ -56,12 +55,6 @@ def test_changed_before_counts_every_prefix():
     counts = torch.cat([torch.zeros(1, dtype=torch.int64), delta.changed(0, delta.numel).cumsum(0)])
     for i in [0, 1, 7, 8, 4095, 4096, 4097, 8191, 8192, delta.numel - 1, delta.numel]:
         assert delta.changed_before(i) == int(counts[i]), i
-
-
-def _write(path, tensors):
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"model_type": "toy", "architectures": ["ToyForCausalLM"]}))
-    save_file(tensors, str(path / "model.safetensors"))
 
 
 @pytest.fixture(scope="module")
