@@ -124,7 +124,8 @@ class ResidentMerger:
     def shape(self, name: str) -> tuple[int, ...]:
         return self._shapes[name]
 
-    def block_operands(self, name, rows):
+    def block_operands(self, name, rows, check_finite: bool = True):
+        # the inputs were checked finite once, at load (every store): nothing to check per block
         shape = self._shapes[name]
         start, stop = (0, shape[0] if shape else 1) if rows is None else rows
         block_shape = shape if rows is None else (stop - start, *shape[1:])
@@ -142,6 +143,9 @@ class ResidentMerger:
         self._store.fill(name, span, rows_)
         rows_[1:].sub_(rows_[:1])  # the same float32 operations as CheckpointSource: identical task vectors
         return rows_[0].view(block_shape), [row.view(block_shape) for row in rows_[1:]]
+
+    def check_operands(self, name, base, deltas) -> None:
+        """Nothing to name: the inputs were checked finite at load, so a non-finite merge overflowed."""
 
     # TensorSource (the engine's whole-tensor protocol)
     def operands(self, name):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -374,11 +375,11 @@ def test_copy_into_keeps_one_tensor_mapped_across_spans_and_rereads_dropped_page
         got = torch.empty(b - a)
         inputs.copy_into(ckpt, big.name, got, (a, b))
         assert torch.equal(got, want[a:b]), (a, b)
-        assert inputs._maps[big.file][0] == big.name  # the map is kept for the next span
+        assert inputs._maps[(threading.get_ident(), big.file)][0] == big.name  # the map is kept for the next span
         got_other = torch.empty(other.numel)
         if (a, b) == spans[1]:  # another tensor of the same file in between replaces the map
             inputs.copy_into(ckpt, other.name, got_other)
             assert torch.equal(got_other, stored[other.name].reshape(-1).float())
-            assert inputs._maps[big.file][0] == other.name
+            assert inputs._maps[(threading.get_ident(), big.file)][0] == other.name
     inputs.close()
     assert not inputs._maps

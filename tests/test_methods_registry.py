@@ -215,3 +215,47 @@ def test_family_factory_spells_each_member_from_pruning_and_sign_election():
     params = get_method("ties").resolve({"density": 0.5, "weight": [0.3, 0.5, 0.9]}, 3, "test")
     ctx = TensorContext(name="w", seed=1)
     assert torch.equal(spec.merge(base, deltas, params, ctx), get_method("ties").merge(base, deltas, params, ctx))
+
+
+PROPAGATING_PARAMS = [{}, {"weight": [1.0, 0.0, -2.5]}, {"weight": [0.0, 0.0, 1.0], "normalize": False},
+                      {"weight": [0.5, 0.5, 0.0], "normalize": True}, {"lambda": 0.0}, {"lambda": -3.0}]
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(DEFAULTS) if get_method(n).nonfinite_propagates])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_method_that_says_nonfinite_propagates_turns_every_nan_or_inf_operand_into_a_nonfinite_entry(name, value):
+    """The engine checks such a method's merged blocks instead of its operands (MethodSpec.nonfinite_propagates):
+    a NaN/inf in the base or in any task vector, at any entry, must reach that entry of the merge for every
+    parameter value, zero weights and lambda 0 included (0 * inf is NaN)."""
+    spec = get_method(name)
+    g = torch.Generator().manual_seed(11)
+    for params in PROPAGATING_PARAMS:
+        params = {k: v for k, v in params.items() if any(p.name == k for p in spec.params)}
+        for operand in range(4):  # 0: the base, 1-3: a task vector
+            base, deltas = sample(3, seed=operand)
+            entry = int(torch.randint(base.numel(), (1,), generator=g))
+            (base if operand == 0 else deltas[operand - 1]).view(-1)[entry] = value
+            out = run(name, base, deltas, params)
+            assert not torch.isfinite(out.view(-1)[entry]), (name, params, operand)
+
+
+def test_only_methods_that_add_every_entry_skip_the_operand_check():
+    assert {n for n in DEFAULTS if get_method(n).nonfinite_propagates} == {"linear", "task_arithmetic"}
+
+
+@pytest.mark.parametrize("method,params,message", [
+    ("task_arithmetic", {"lambda": 1e39}, "parameter 'lambda' = 1e\\+39 does not fit float32"),
+    ("ties", {"weight": [1.0, -4e38, 1.0]}, "parameter 'weight' = -4e\\+38 does not fit float32"),
+    # each parameter fits, their product does not
+    ("task_arithmetic", {"lambda": 1e38, "weight": 100.0}, "coefficient of model 1 .* does not fit float32"),
+    ("dare_linear", {"density": 1e-30, "weight": 1e10}, "coefficient of model 1 .* does not fit float32"),
+    ("linear", {"weight": [3e38, -3e38, 1e-7]}, "coefficient of model 1 .* does not fit float32"),
+    ("linear", {"weight": [3e38, 3e38, 1.0], "normalize": False}, "sum of the weights .* does not fit float32"),
+])
+def test_parameters_whose_arithmetic_overflows_float32_are_recipe_errors(method, params, message):
+    """Found by feeding extreme parameters: torch failed with 'value cannot be converted to type float without
+    overflow' from inside the merge. Now a parameter beyond float32 is refused when the recipe is read, and a
+    product of parameters (weight x lambda / weight sum, DARE's 1 / density) when the merge meets it."""
+    base, deltas = sample(3)
+    with pytest.raises(RecipeError, match=message):
+        run(method, base, deltas, params)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import mmap
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -172,9 +173,11 @@ class CheckpointSet:
         self.models = list(models)
         self.reference = base if base is not None else self.models[0]
         self._fds: dict[Path, int] = {}
-        # per file, the map of the tensor `copy_into` read last: (tensor name, map, its bytes as a uint8
-        # tensor, offset of the tensor's first byte in the map)
-        self._maps: dict[Path, tuple[str, mmap.mmap, "torch.Tensor", int]] = {}
+        self._fds_lock = threading.Lock()
+        # per (thread, file), the map of the tensor `copy_into` read last in that thread: (tensor name, map,
+        # its bytes as a uint8 tensor, offset of the tensor's first byte in the map). Per thread: the
+        # merge's block workers read different tensors of one file at the same time.
+        self._maps: dict[tuple[int, Path], tuple[str, mmap.mmap, "torch.Tensor", int]] = {}
 
     @classmethod
     def open(cls, base: str | Path | None, models: Sequence[str | Path]) -> "CheckpointSet":
@@ -302,20 +305,21 @@ class CheckpointSet:
         kept until another tensor of the same file is read (or `close`)."""
         import torch
 
-        cached = self._maps.get(info.file)
+        key = (threading.get_ident(), info.file)
+        cached = self._maps.get(key)
         if cached is not None and cached[0] == info.name:
             return cached[1], cached[2], cached[3]
-        self._unmap(info.file)
+        self._unmap(key)
         start = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
         # private and writable (never written): shares the page cache, and torch accepts the buffer
         mapped = mmap.mmap(fd, info.offset + info.nbytes - start, flags=mmap.MAP_PRIVATE,
                            prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
         raw = torch.frombuffer(mapped, dtype=torch.uint8)
-        self._maps[info.file] = (info.name, mapped, raw, info.offset - start)
+        self._maps[key] = (info.name, mapped, raw, info.offset - start)
         return mapped, raw, info.offset - start
 
-    def _unmap(self, file: Path) -> None:
-        cached = self._maps.pop(file, None)
+    def _unmap(self, key: tuple[int, Path]) -> None:
+        cached = self._maps.pop(key, None)
         if cached is not None:
             _, mapped, raw, _ = cached
             del raw, cached  # the map cannot close while a tensor still points into it
@@ -324,7 +328,10 @@ class CheckpointSet:
     def _fd(self, file: Path) -> int:
         fd = self._fds.get(file)
         if fd is None:
-            fd = self._fds[file] = os.open(file, os.O_RDONLY)
+            with self._fds_lock:  # two block workers must not both open (and one leak) the file
+                fd = self._fds.get(file)
+                if fd is None:
+                    fd = self._fds[file] = os.open(file, os.O_RDONLY)
         return fd
 
     def _pread(self, info: TensorInfo, target: "torch.Tensor", skip: int = 0) -> None:
@@ -345,8 +352,8 @@ class CheckpointSet:
             raise CheckpointError(f"{info.file}: cannot read tensor '{info.name}' ({exc.strerror or exc})") from None
 
     def close(self) -> None:
-        for file in list(self._maps):
-            self._unmap(file)
+        for key in list(self._maps):
+            self._unmap(key)
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()

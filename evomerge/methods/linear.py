@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
+
 from evomerge.errors import RecipeError
-from evomerge.methods.spec import MethodSpec, ParamSpec
+from evomerge.methods.spec import MethodSpec, ParamSpec, float32_scalar
 
 
 def linear_merge(base, deltas, params, ctx):
@@ -20,13 +22,17 @@ def linear_merge(base, deltas, params, ctx):
     total = sum(weights)
     if params["normalize"]:
         # sum_t (w_t / W) (base + tau_t) = base + sum_t (w_t / W) tau_t
-        out = base.clone()
+        out = None  # the first term starts the sum off the base: one pass fewer than cloning it first
         scale = 1.0 / total
     else:
-        out = base * total
+        out = base * float32_scalar(total, "the sum of the weights")
         scale = 1.0
-    for weight, delta in zip(weights, deltas):
-        out.add_(delta, alpha=weight * scale)
+    for t, (weight, delta) in enumerate(zip(weights, deltas)):
+        alpha = float32_scalar(weight * scale, f"the coefficient of model {t + 1} (weight / weight sum)")
+        if out is None:
+            out = torch.add(base, delta, alpha=alpha)  # the same kernel and bits as clone + add_
+        else:
+            out.add_(delta, alpha=alpha)
     return out
 
 
@@ -51,4 +57,5 @@ LINEAR = MethodSpec(
     paper="Wortsman et al. 2022, 'Model soups', arXiv 2203.05482",
     check_params=_check_weights,
     row_blockable=lambda params: True,  # element-wise
+    nonfinite_propagates=True,  # a weighted sum of every entry of every model
 )

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from evomerge.methods.spec import MethodSpec, ParamSpec, TensorContext
+from evomerge.methods.spec import MethodSpec, ParamSpec, TensorContext, float32_scalar
 from evomerge.taskvectors import MAX_AGENTS, overlap_counts, ram_plus_lambda, ram_plus_soft_lambda, rho
 
 PAPER = "Yuan et al. 2026, 'Behavior Knowledge Merge in Reinforced Agentic Models', arXiv 2601.13572"
@@ -41,7 +41,7 @@ def selective_merge(
         kept = torch.nn.functional.hardshrink(delta, epsilon)
         changed_sum.add_(kept)
         if scaled_sum is not None:
-            scaled_sum.add_(kept, alpha=float(unique_scale[t]))
+            scaled_sum.add_(kept, alpha=float32_scalar(float(unique_scale[t]), f"RAM+'s rescale of agent {t + 1}"))
         n_changed.add_(kept.sign_().abs_())
         del kept
     if scaled_sum is not None:

@@ -16,6 +16,19 @@ import torch
 from evomerge.errors import RecipeError
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def float32_scalar(value: float, what: str) -> float:
+    """A Python number the merge hands to torch as a float32 scalar (an `alpha`, a factor). Each parameter fits
+    float32, but products of them (weight x lambda / weight sum, a DARE rescale) may not: torch then fails
+    with an opaque 'cannot be converted without overflow'. A RecipeError says which factor and what to change."""
+    if not abs(value) <= FLOAT32_MAX:  # NaN too
+        raise RecipeError(f"{what} = {value!r} does not fit float32 (|x| <= 3.4e38), the merge's arithmetic: "
+                          "make the weights or lambda smaller (or the densities larger)")
+    return value
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """One method parameter.
@@ -45,6 +58,9 @@ class ParamSpec:
         value = float(value)
         if not math.isfinite(value):
             raise RecipeError(f"{where}: parameter '{self.name}' must be finite, got {value!r}")
+        if abs(value) > FLOAT32_MAX:
+            raise RecipeError(f"{where}: parameter '{self.name}' = {value!r} does not fit float32 (|x| <= 3.4e38), "
+                              "the merge's arithmetic")
         too_low = self.low is not None and (value < self.low or (not self.low_inclusive and value == self.low))
         too_high = self.high is not None and (value > self.high or (not self.high_inclusive and value == self.high))
         if too_low or too_high:
@@ -140,6 +156,12 @@ class MethodSpec:
     # (integer counts, not float sums). The engine calls it with `OneBlock` for a whole tensor and the
     # row-block loop over the tensor's blocks in a first pass, so both paths run the same code.
     block_statistics: Callable[[Mapping[str, Any], int, BlockReader], Any] | None = None
+    # True when, for every parameter value, a NaN or inf anywhere in the base or a task vector makes the
+    # merged tensor non-finite (sums and products of every operand entry: NaN and inf propagate, 0 * inf
+    # is NaN) and the method leaves its operands as they were. A reader then checks the merged tensor,
+    # one pass, instead of every operand (and, when it is not finite, the operands, to name the file).
+    # Methods that select entries (TIES, DARE, RAM) can drop a NaN: False.
+    nonfinite_propagates: bool = False
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:

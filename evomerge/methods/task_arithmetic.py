@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from evomerge.methods import sparsify
-from evomerge.methods.spec import MethodSpec, OneBlock, ParamSpec, TensorContext
+from evomerge.methods.spec import MethodSpec, OneBlock, ParamSpec, TensorContext, float32_scalar
 
 NO_PRUNING, MAGNITUDE, RANDOM, OUTLIERS = "none", "magnitude", "random", "outliers"
 
@@ -66,7 +66,8 @@ def _weighted(pruning: str, delta: torch.Tensor, params: Mapping[str, Any], t: i
     """(tensor to add, coefficient): the pruned task vector, or the task vector itself when nothing is
     pruned (then it must not be modified), and the weight times rescale factor times `scale`."""
     pruned = _pruned(pruning, delta, params, t, ctx)
-    coefficient = params["weight"][t] * _rescale(pruning, delta, pruned, params, t) * scale
+    coefficient = float32_scalar(params["weight"][t] * _rescale(pruning, delta, pruned, params, t) * scale,
+                                 f"the coefficient of model {t + 1} (weight x rescale x lambda / weight sum)")
     return (delta if pruned is None else pruned), coefficient
 
 
@@ -209,7 +210,9 @@ def family_member(
     merge.__name__ = merge.__qualname__ = f"{name}_merge"
     return MethodSpec(name=name, description=description, merge=merge, params=tuple(params), randomized=random,
                       mergekit_name=name, paper=paper, row_blockable=row_blockable,
-                      block_statistics=statistics)
+                      block_statistics=statistics,
+                      # every term added whole (coefficient x entry); pruning or sign election can drop a NaN
+                      nonfinite_propagates=pruning == NO_PRUNING and not sign_election)
 
 
 _DARE_PAPER = "Yu et al. 2024, 'Language Models are Super Mario' (DARE), arXiv 2311.03099"
