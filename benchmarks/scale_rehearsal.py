@@ -43,14 +43,15 @@ AGENTS = ("coding", "tool_use", "memory")
 @dataclass(frozen=True)
 class Config:
     placement: str
-    workspace_mib: int | None
+    workspace_mib: int | None | str  # MiB, None (whole tensors) or 'auto' (the search's default)
     workers: int
 
     @classmethod
     def parse(cls, text: str) -> "Config":
         try:
             placement, workspace, workers = text.split(":")
-            return cls(placement, None if workspace == "none" else int(workspace), int(workers))
+            return cls(placement, None if workspace == "none" else workspace if workspace == "auto" else int(workspace),
+                       int(workers))
         except ValueError:
             raise SystemExit(f"--configs: {text!r} is not PLACEMENT:WORKSPACE_MIB:WORKERS (e.g. host_mapped:128:2)")
 

@@ -41,6 +41,26 @@ from typing import Any, Literal, Mapping, Sequence
 
 from evomerge.errors import EvomergeError
 
+# ResidentMerger's row-block bound when an experiment leaves `workers.workspace_mib` at auto: on a GPU, blocks
+# large enough to keep its kernels busy; on a CPU, small blocks that keep each worker's private memory small
+# (two CPU workers on the 0.5B fixture held 1.43x one worker's memory with 512 MiB blocks, 1.32x with 128 MiB:
+# docs/scale.md). 32 MiB merged the 0.5B fixture fastest (host_mapped task arithmetic, one process, 3 rounds:
+# 16 MiB 1.85-1.89 s, 32 MiB 1.63-1.70, 64 MiB 1.66-1.73, 128 MiB 1.77-2.00).
+AUTO_WORKSPACE_BYTES = {"cuda": 512 * 2**20, "cpu": 32 * 2**20}
+
+
+def mib_to_bytes(mib: "int | None | str") -> "int | None | str":
+    """A `workers.workspace_mib` setting in bytes ('auto' and None as they are)."""
+    return mib if mib is None or mib == "auto" else int(mib) * 2**20
+
+
+def workspace_bound(setting: "int | None | str", device_type: str) -> int | None:
+    """The row-block bound in bytes for a `workspace_bytes` setting: a number, None (whole tensors) or
+    'auto' (AUTO_WORKSPACE_BYTES by the device's type)."""
+    if setting == "auto":
+        return AUTO_WORKSPACE_BYTES["cuda" if device_type == "cuda" else "cpu"]
+    return setting
+
 GiB = 2**30
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 Placement = Literal["auto", "device", "host_mapped", "compact"]
@@ -293,7 +313,7 @@ class PlanRequest:
     gpu_memory: int = 80 * GiB
     host_memory: int = 512 * GiB
     placement: Placement = "auto"
-    workspace_bytes: int | None = 512 * 2**20  # ResidentMerger's row-block bound (None: whole tensors)
+    workspace_bytes: int | None | Literal["auto"] = "auto"  # ResidentMerger's row-block bound (None: whole tensors)
     # method -> every rule of it the experiment can produce is row-blockable (the method registry's answer,
     # evomerge.plan_rules); a method not named is taken as merging whole tensors (the safe bound)
     row_blockable: Mapping[str, bool] = field(default_factory=dict)
@@ -354,7 +374,8 @@ def _inputs(req: PlanRequest, facts: ModelFacts, n_models: int, placement: str, 
 def _worker(req: PlanRequest, facts: ModelFacts, n_models: int, name: str, on_gpu: bool, placement: str) -> WorkerPlan:
     merge_where = "gpu" if on_gpu else "host"
     blockable = bool(req.methods) and all(req.row_blockable.get(m, False) for m in req.methods)
-    ws_numel = workspace_numel(n_models, facts.max_float_numel, req.workspace_bytes, blockable)
+    bound = workspace_bound(req.workspace_bytes, "cuda" if on_gpu else "cpu")
+    ws_numel = workspace_numel(n_models, facts.max_float_numel, bound, blockable)
     ws = (n_models + 1) * ws_numel * 4
     temps = merge_temporaries_bytes(req.methods, facts.max_float_numel, ws_numel, req.output_dtype_bytes)
     comps = [Component("runtime", RUNTIME_BYTES, "host")]
@@ -385,7 +406,7 @@ def _worker(req: PlanRequest, facts: ModelFacts, n_models: int, name: str, on_gp
     else:
         notes.append("GPU merge and swap times are not measured (benchmarks/gpu_check.py will measure them)")
     return WorkerPlan(name, "cuda" if on_gpu else "cpu", placement, tuple(comps), settings, merge_s, swap_s,
-                      tuple(notes), req.workspace_bytes)
+                      tuple(notes), bound)
 
 
 def build_plan(req: PlanRequest) -> MemoryPlan:

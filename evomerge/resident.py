@@ -16,6 +16,7 @@ from evomerge.engine import OverlapCache, Workspace, output_dtype, resolve_devic
 from evomerge.errors import CheckpointError, RecipeError
 from evomerge.input_stores import CompactStore, DeviceStore, InputStore, MappedStore, tensor_nbytes
 from evomerge.io.reader import CheckpointSet
+from evomerge.memory_plan import workspace_bound
 from evomerge.recipe import MergeRecipe
 from evomerge.row_blocks import merged_blocks, row_numel
 
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 
 
 PLACEMENTS = ("device", "host_mapped", "compact")
-DEFAULT_WORKSPACE_BYTES = 512 * 2**20  # float32 operands of one row block: (agents + 1) x block
+DEFAULT_WORKSPACE_BYTES = "auto"  # float32 operands of one row block, (agents + 1) x block: by the device
+# (evomerge.memory_plan.AUTO_WORKSPACE_BYTES: 512 MiB on a GPU, 32 MiB on a CPU)
 
 
 class ResidentMerger:
@@ -68,7 +70,7 @@ class ResidentMerger:
         keep: Literal["native", "float32"] = "native",
         progress: bool = False,
         placement: Literal["device", "host_mapped", "compact"] = "device",
-        workspace_bytes: int | None = DEFAULT_WORKSPACE_BYTES,
+        workspace_bytes: int | None | Literal["auto"] = DEFAULT_WORKSPACE_BYTES,
     ):
         import torch
         from tqdm.auto import tqdm
@@ -80,9 +82,11 @@ class ResidentMerger:
         if keep == "float32" and placement != "device":
             raise ValueError(f"keep='float32' stores float32 task vectors on the device; placement {placement!r} "
                              "keeps the stored dtype (use keep='native')")
-        if workspace_bytes is not None and workspace_bytes <= 0:
-            raise ValueError(f"workspace_bytes must be positive or None, got {workspace_bytes}")
+        if workspace_bytes != "auto" and workspace_bytes is not None and (
+                isinstance(workspace_bytes, str) or workspace_bytes <= 0):
+            raise ValueError(f"workspace_bytes must be positive, None or 'auto', got {workspace_bytes!r}")
         self.device = resolve_device(device)
+        workspace_bytes = workspace_bound(workspace_bytes, self.device.type)
         self.keep = keep
         self.placement = placement
         self.base_path = _same_path_key(base) if base is not None else None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from evomerge.errors import EvomergeError
-from evomerge.memory_plan import GiB, MemoryPlan, PlanRequest
+from evomerge.memory_plan import GiB, MemoryPlan, PlanRequest, mib_to_bytes
 
 MEBIBYTE = 2**20
 ENGINE_KEYS = ("max_num_seqs", "gpu_memory_utilization", "enforce_eager")  # what the plan may set for vLLM
@@ -73,7 +73,7 @@ def plan_request(base: str | None, models: Sequence[str], methods: Sequence[str]
                        engine_dtype=generator.dtype, engine_options=dict(generator.options), gpus=machine.gpus,
                        cpu_workers=workers_on_node(workers), gpu_memory=machine.gpu_memory,
                        host_memory=machine.host_memory, placement=placement or workers.placement,
-                       workspace_bytes=None if mib is None else int(mib) * MEBIBYTE,
+                       workspace_bytes=mib_to_bytes(mib),
                        row_blockable=dict(row_blockable),
                        densities=None if densities is None else tuple(float(d) for d in densities))
 

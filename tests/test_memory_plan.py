@@ -180,3 +180,34 @@ def test_the_model_matches_a_measured_resident_merger_at_the_tiny_preset(tmp_pat
     assert result["placement"] == placement and (result["memory_bytes"]["mapped"] > 0) == (placement == "host_mapped")
     assert [r["quantity"] for r in rows] == ["after load (VmRSS)", "after merge (VmRSS)", "peak (VmHWM)"]
     assert all(abs(r["error"]) <= 0.10 for r in rows)
+
+
+def test_workspace_auto_is_512_mib_on_a_gpu_and_32_mib_on_a_cpu(headers, tmp_path):
+    """workers.workspace_mib: auto (the default) bounds a GPU worker's row blocks at 512 MiB and a CPU worker's at
+    32 MiB (the fastest measured there, and little private memory per worker), in the plan and in the ResidentMerger alike;
+    a number or none overrides it; anything else is refused."""
+    import torch
+
+    from evomerge.memory_plan import AUTO_WORKSPACE_BYTES, workspace_bound
+    from evomerge.resident import ResidentMerger
+    from evomerge.scoring.settings import Workers
+
+    paths = {"base": str(headers["tiny"] / "base"), "models": tuple(str(headers["tiny"] / a) for a in AGENTS)}
+    request = dict(**paths, methods=("ram_plus",), row_blockable={"ram_plus": True})
+    gpu = build_plan(PlanRequest(**request, backend="vllm", gpus=1)).nodes[0].workers[0]
+    cpu = build_plan(PlanRequest(**request, gpus=0)).nodes[0].workers[0]
+    assert (gpu.device, gpu.workspace_bound) == ("cuda", 512 * 2**20)
+    assert (cpu.device, cpu.workspace_bound) == ("cpu", 32 * 2**20)
+    assert build_plan(PlanRequest(**request, gpus=0, workspace_bytes=2**20)).nodes[0].workers[0].workspace_bound == 2**20
+    assert workspace_bound(None, "cuda") is None and AUTO_WORKSPACE_BYTES == {"cuda": 512 * 2**20, "cpu": 32 * 2**20}
+    assert Workers().workspace_mib == "auto" and Workers(workspace_mib=None).workspace_mib is None
+    for bad in ("fast", 0, -1):
+        with pytest.raises(ValueError):
+            Workers(workspace_mib=bad)
+    with pytest.raises(ValueError, match="workspace_bytes"):
+        ResidentMerger(paths["base"], list(paths["models"]), device="cpu", workspace_bytes="fast")
+    # headers-only fixtures hold no weights: the merger's own resolution is checked on real tiny checkpoints
+    real = tmp_path / "real"
+    write_fixture(FixtureSpec("tiny", paper_agents(3), with_tokenizer=False), real)
+    merger = ResidentMerger(str(real / "base"), [str(real / a) for a in AGENTS], device=torch.device("cpu"))
+    assert merger.workspace_bytes == 32 * 2**20

@@ -146,14 +146,15 @@ def test_workers_placement_and_workspace_give_the_same_search(tiny_family, tmp_p
 
     monkeypatch.setattr(evomerge.resident, "ResidentMerger", Recorded)
 
-    assert Workers().workspace_mib * 2**20 == DEFAULT_WORKSPACE_BYTES  # the experiment's default is the merger's
+    assert Workers().workspace_mib == DEFAULT_WORKSPACE_BYTES == "auto"  # the experiment's default is the merger's
     runs = {}
-    for placement, workspace in [("device", 512), ("host_mapped", 1), ("compact", None)]:
+    for placement, workspace in [("device", 512), ("host_mapped", 1), ("compact", None), ("device", "auto")]:
         name = f"{placement}-{workspace}"
         exp, _ = run(tiny_family, tmp_path, name=name, budget=8, heldout={"enabled": False}, references=False,
                      workers={"kind": "inline", "mode": "sync", "placement": placement, "workspace_mib": workspace})
         assert exp.workers.placement == placement
         runs[name] = [(t.number, t.params, t.values) for t in trials(tmp_path / name)]
-    assert built == [("device", 512 * 2**20), ("host_mapped", 2**20), ("compact", None)]
+    # a search resolves auto in its plan: 32 MiB blocks on this CPU
+    assert built == [("device", 512 * 2**20), ("host_mapped", 2**20), ("compact", None), ("device", 32 * 2**20)]
     first = next(iter(runs.values()))
     assert len(first) == 8 and all(r == first for r in runs.values())

@@ -57,9 +57,9 @@ def test_plan_json_records_what_the_workers_run_with(tiny_family, tmp_path, reco
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     worker = plan["nodes"][0]["workers"][0]
     assert plan["fits"] and worker["device"] == "cpu"
-    # placement auto on a CPU with room: private copies, as before the plan existed; the default 512 MiB bound
-    assert (worker["placement"], worker["workspace_bound"]) == ("device", 512 * 2**20)
-    assert recorded["mergers"] == [("device", 512 * 2**20)]
+    # placement auto on a CPU with room: private copies, as before the plan existed; workspace auto: 32 MiB blocks
+    assert (worker["placement"], worker["workspace_bound"]) == ("device", 32 * 2**20)
+    assert recorded["mergers"] == [("device", 32 * 2**20)]
     setup = recorded["setups"][0]
     assert (setup.placement, setup.workspace_bytes) == (worker["placement"], worker["workspace_bound"])
     assert plan["nodes"][0]["host_memory"] == evomerge.worker_plan.host_memory_total()  # this machine's MemTotal
@@ -99,7 +99,7 @@ def test_an_explicit_placement_is_kept(tiny_family, tmp_path, recorded):
     search(tiny_family, tmp_path, workers={"kind": "inline", "threads": 1, "placement": "host_mapped"})
     assert json.loads((tmp_path / "run" / "plan.json").read_text())["nodes"][0]["workers"][0]["placement"] == \
         "host_mapped"
-    assert recorded["mergers"] == [("host_mapped", 512 * 2**20)]
+    assert recorded["mergers"] == [("host_mapped", 32 * 2**20)]
 
 
 def test_a_plan_that_cannot_fit_stops_before_the_run_directory(tiny_family, tmp_path, monkeypatch, capsys):

@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "page cache, shared by every worker), compact, or auto (device if it fits, else "
                              "host_mapped); default: the experiment's workers.placement")
     parser.add_argument("--workspace-mib", default=None,
-                        help="row-block bound of the float32 workspace in MiB, or 'none' for whole tensors "
-                             "(default: the experiment's workers.workspace_mib)")
+                        help="row-block bound of the float32 workspace in MiB, 'none' for whole tensors, or "
+                             "'auto' (512 on a GPU, 32 on a CPU) (default: the experiment's workers.workspace_mib)")
     parser.add_argument("--densities", default=None,
                         help="each agent's share of changed entries, comma-separated (for placement compact; "
                              "measure with evomerge analyze); unknown densities are bounded at 1")
@@ -60,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
     workspace = "experiment"
     if args.workspace_mib is not None:
         text = str(args.workspace_mib).strip().lower()
-        if text not in ("none", "null") and not (text.isdigit() and int(text) >= 1):
-            raise EvomergeError(f"--workspace-mib: expected a whole number of MiB >= 1 or 'none', "
+        if text not in ("none", "null", "auto") and not (text.isdigit() and int(text) >= 1):
+            raise EvomergeError(f"--workspace-mib: expected a whole number of MiB >= 1, 'none' or 'auto', "
                                 f"got {args.workspace_mib!r}")
-        workspace = None if text in ("none", "null") else int(text)
+        workspace = None if text in ("none", "null") else "auto" if text == "auto" else int(text)
     densities = None
     if args.densities:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from evomerge.memory_plan import mib_to_bytes
 from evomerge.scoring.cache import EvalCache, fingerprints
 from evomerge.scoring.pools import Pool, build_pool
 from evomerge.scoring.queue import CachedJobs
@@ -50,8 +51,7 @@ class Scoring:
                            # auto is resolved by a search's memory plan (evomerge.worker_plan); a sweep
                            # does not plan yet: device, as before
                            placement="device" if self.workers.placement == "auto" else self.workers.placement,
-                           workspace_bytes=None if self.workers.workspace_mib is None
-                           else self.workers.workspace_mib * 2**20)
+                           workspace_bytes=mib_to_bytes(self.workers.workspace_mib))
 
     def open_pool(self, setup: WorkerSetup) -> Pool:
         w = self.workers

@@ -6,7 +6,7 @@ generator, workers, cache, held-out split), and the rules that hold for both. De
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -56,8 +56,9 @@ class Workers(Strict):
     # auto: a search's memory plan (evomerge.memory_plan) takes device when the inputs fit beside the engine,
     # else host_mapped (a sweep, which does not plan yet, runs auto as device)
     placement: Literal["auto", "device", "host_mapped", "compact"] = "auto"
-    # row-block bound of the float32 workspace (evomerge.resident.DEFAULT_WORKSPACE_BYTES); None: whole tensors
-    workspace_mib: int | None = Field(512, ge=1)
+    # row-block bound of the float32 workspace in MiB; None: whole tensors; auto: by the worker's device
+    # (evomerge.memory_plan.AUTO_WORKSPACE_BYTES: 512 on a GPU, 32 on a CPU)
+    workspace_mib: Annotated[int, Field(ge=1)] | None | Literal["auto"] = "auto"
 
 
 class Generator(Strict):

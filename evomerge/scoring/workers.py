@@ -15,7 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 
 from evomerge.errors import EvomergeError
 from evomerge.scoring.outcomes import EvalJob, EvalOutcome, Producer
@@ -41,8 +41,9 @@ class WorkerSetup:
     generator_factory: Callable[[str, str, Mapping[str, Any]], Any] | None = None
     threads: int | None = None  # torch threads per worker process (CPU)
     placement: str = "device"  # ResidentMerger's placement of the inputs
-    workspace_bytes: int | None = None  # ResidentMerger's row-block bound (None: whole tensors); a search
-    # passes its experiment's workers.workspace_mib
+    # ResidentMerger's row-block bound (None: whole tensors; auto: by the worker's device); a search passes its
+    # plan's bound, a sweep its experiment's workers.workspace_mib
+    workspace_bytes: int | None | Literal["auto"] = None
 
 
 def default_suite_factory(name: str, config: Any) -> Any:
