@@ -6,7 +6,8 @@ uses a Qwen2.5-shaped fixture of `evomerge fixture` (the paper's three RL agents
 changed by a few bf16 steps; written once when --fixture does not hold one) — then for each method
 runs `evomerge merge` and `mergekit-yaml` in fresh subprocesses, one after the other, with the same
 output dtype (bf16), float32 arithmetic, parameters, CPU, thread count and OMP_WAIT_POLICY (PASSIVE
-by default, what `evomerge merge` sets when it is unset). Each process's wall time and CPU time
+by default, what `evomerge merge` sets when it is unset), each started after an os.sync() (no earlier
+run's writeback in its time). Each process's wall time and CPU time
 (start to exit, imports included) and peak RSS (wait4's ru_maxrss, read in a small launcher) are
 printed with the ratios, and the two outputs are compared tensor by tensor (dare_ties draws
 different random masks in each tool, so only its amount of work is comparable).
@@ -268,6 +269,9 @@ def main() -> int:
                 # traffic or in the same phase of another job's load
                 for tool, cmd, out in (tools if i % 2 == 0 else tools[::-1]):
                     shutil.rmtree(out, ignore_errors=True)
+                    # no dirty pages of an earlier run: mergekit writes its output without an fsync, so its
+                    # writeback would land in the next process's time (evomerge fsyncs inside its own)
+                    os.sync()
                     measured = run_measured(cmd, env, work / "measure.json")
                     runs[tool].append(round(measured[0], 2))
                     if measured[0] < best[tool][0]:

@@ -301,3 +301,21 @@ def test_workspace_option_changes_memory_not_the_result(tiny_family, tmp_path, c
     assert outs["1KiB"] == outs["none"] == outs["16MiB"]
     assert main(["merge", str(recipe), str(tmp_path / "bad"), "--no-progress", "--workspace", "lots"]) == 1
     assert "--workspace 'lots': use a size like 16MiB" in capsys.readouterr().err
+
+
+def test_threads_option_changes_speed_not_the_result(tiny_family, tmp_path, capsys):
+    import torch
+
+    recipe = _write_recipe(tmp_path / "recipe.yaml", tiny_family, method="ties", dtype="bfloat16")
+    threads_before = torch.get_num_threads()
+    outs = {}
+    for threads in ("1", "3"):
+        out = tmp_path / f"out-{threads}"
+        assert main(["merge", str(recipe), str(out), "--device", "cpu", "--no-progress", "--workspace", "1KiB",
+                     "--threads", threads]) == 0
+        outs[threads] = (out / "model.safetensors").read_bytes()
+    assert outs["1"] == outs["3"] and torch.get_num_threads() == threads_before
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit):
+            main(["merge", str(recipe), str(tmp_path / "bad"), "--no-progress", "--threads", bad])
+        assert "--threads: expected a whole number >= 1" in capsys.readouterr().err

@@ -33,7 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="float32 operands held at once (default 16MiB): tensors whose method allows it are "
                              "merged in row blocks of this size, the same result as whole tensors; 'none' merges "
                              "every tensor whole (a workspace of agents + 1 copies of the largest tensor)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="on a CPU, threads merging row blocks side by side, each operation single-threaded "
+                             "(default: torch's thread count, OMP_NUM_THREADS or the cores); the same output for "
+                             "any count")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     with signals_raise():  # SIGTERM / SIGHUP unwind like Ctrl-C: the staging directory is removed
         result = merge_to_disk(
             recipe, args.out_dir, device=args.device, shard_size=args.shard_size, dtype=args.dtype,
-            overwrite=args.overwrite, progress=not args.no_progress, workspace_bytes=workspace,
+            overwrite=args.overwrite, progress=not args.no_progress, workspace_bytes=workspace, threads=args.threads,
         )
     print(f"wrote {result.out_dir}: {result.tensors} tensors in {len(result.files)} file(s), "
           f"{result.dtype}, {result.seconds:.1f} s")
