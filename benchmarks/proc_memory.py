@@ -31,4 +31,6 @@ def process_memory(pid: int | str = "self") -> dict[str, int]:
                 key, _, rest = line.partition(":")
                 if key in fields:
                     out[key] = int(rest.split()[0]) * 1024
+    if "VmHWM" not in out or "Pss" not in out:  # an exiting process (a zombie lists no memory)
+        raise OSError(f"process {pid} has no memory to read (exiting)")
     return out

@@ -2,7 +2,7 @@
 per worker peak, PSS and shared memory, against the memory plan.
 
     python benchmarks/scale_rehearsal.py --fixture fixtures/qwen-0.5b --out /tmp/rehearsal \
-        [--configs host_mapped:128:2,host_mapped:128:1] [--candidates 4] [--limit 2] [--max-new-tokens 4]
+        [--configs host_mapped:auto:2,host_mapped:auto:1] [--candidates 4] [--limit 2] [--max-new-tokens 4]
 
 The fixture is `evomerge fixture --preset 0.5b --agents 3 DIR` (base/ coding/ tool_use/ memory/; any preset
 works, the tests use `tiny`). Each configuration `PLACEMENT:WORKSPACE_MIB:WORKERS` (workspace `none`: whole
@@ -53,7 +53,7 @@ class Config:
             return cls(placement, None if workspace == "none" else workspace if workspace == "auto" else int(workspace),
                        int(workers))
         except ValueError:
-            raise SystemExit(f"--configs: {text!r} is not PLACEMENT:WORKSPACE_MIB:WORKERS (e.g. host_mapped:128:2)")
+            raise SystemExit(f"--configs: {text!r} is not PLACEMENT:WORKSPACE_MIB:WORKERS (e.g. host_mapped:auto:2 or host_mapped:128:1; WORKSPACE_MIB: a number, auto or none)")
 
     @property
     def name(self) -> str:
@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixture", type=Path, default=Path("fixtures/qwen-0.5b"),
                         help="base/ coding/ tool_use/ memory/ (evomerge fixture)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the runs and rehearsal.json")
-    parser.add_argument("--configs", default="host_mapped:128:2,host_mapped:128:1",
-                        help="comma-separated PLACEMENT:WORKSPACE_MIB:WORKERS (workspace 'none': whole tensors)")
+    parser.add_argument("--configs", default="host_mapped:auto:2,host_mapped:auto:1",
+                        help="comma-separated PLACEMENT:WORKSPACE_MIB:WORKERS (workspace: MiB, 'auto' as a search's default, or 'none': whole tensors)")
     parser.add_argument("--candidates", type=int, default=4, help="search budget per configuration")
     parser.add_argument("--suite", default="memory", choices=("memory", "tool_use", "coding"),
                         help="the one objective (its toy data set)")
