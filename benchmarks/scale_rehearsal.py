@@ -203,8 +203,10 @@ def gib(n: int | None) -> str:
 
 
 def table(r: dict) -> str:
+    ws = r["workspace_mib"]
+    ws = "whole tensors" if ws is None else "auto (the search's default)" if ws == "auto" else f"{ws} MiB"
     lines = [f"## {r['config']}: {r['workers']} local worker(s), placement {r['placement']}, workspace "
-             f"{r['workspace_mib'] or 'whole tensors'} MiB; search exit {r['returncode']} in {r['wall_seconds']:.0f} s; "
+             f"{ws}; search exit {r['returncode']} in {r['wall_seconds']:.0f} s; "
              f"load {' '.join(r['loadavg_before'])} -> {' '.join(r['loadavg_after'])} (max 1-min {r['memory']['load1_max']})",
              "", "| trial | worker | merge s | swap s | eval s | state |", "|---|---|---|---|---|---|"]
     for c in r["candidates"]:
