@@ -450,10 +450,11 @@ MAX_BLOCK_WORKERS = 8
 
 def _block_workers(threads: int, device: "torch.device", workspace_bytes: int | None) -> int:
     """How many threads merge row blocks side by side on a CPU: torch's thread budget (OMP_NUM_THREADS,
-    torch.set_num_threads), each thread merging whole blocks single-threaded. Measured at 0.5B on 2 cores:
-    reads and arithmetic of a base-less linear merge take 1.05 s on two block threads against 2.0 s on one
-    thread and ~1.8 s with the threads inside each operation (its small kernels cannot use a second core
-    well, and a block's operands stay in one core's cache). A GPU runs one block at a time."""
+    torch.set_num_threads), each thread merging whole blocks single-threaded. Measured at 0.5B on 2 cores
+    (the base-less linear merge in one process): 1.9 s with two block threads against 2.5 s with one, and
+    about 2.5 s too with the two threads inside each operation instead (its memory-bound kernels gain little
+    from a second core; whole blocks side by side keep each block's operands in one core's cache). A GPU runs
+    one block at a time."""
     if device.type != "cpu" or workspace_bytes is None:
         return 1
     return max(1, min(threads, MAX_BLOCK_WORKERS))
