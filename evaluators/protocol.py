@@ -64,7 +64,9 @@ class WeightSwappable(Protocol):
     """A resident engine whose weights can be replaced in place without a restart."""
 
     def swap_weights(self, weights: Iterable[tuple[str, "torch.Tensor"]]) -> None:
-        """Copy (name, tensor) pairs (HF checkpoint names) into the resident model."""
+        """Copy (name, tensor) pairs (HF checkpoint names) into the resident model. An engine whose swap
+        refuses a NaN/inf tensor itself says so with a class attribute `checks_finite_weights = True`; the
+        search's workers then leave that check to it (otherwise they check every tensor on the way in)."""
         ...
 
 

@@ -141,3 +141,34 @@ def test_a_non_finite_merged_tensor_fails_the_candidate(dtype, bad):
     out = worker.run(_job())
     assert not out.ok and out.reason == "merged tensor 'broken' has NaN or infinite values"
     assert worker.generator.received == ["good"]
+
+
+def test_an_engine_that_checks_its_weights_is_not_checked_twice(monkeypatch):
+    """An engine declaring `checks_finite_weights` (vLLM's swap refuses NaN/inf itself) gets the merged tensors
+    unchecked by the worker, and its own refusal fails the candidate; other engines keep the worker's check."""
+    import torch
+
+    import evomerge.io.reader as reader
+
+    calls = []
+    real = reader.all_finite
+    monkeypatch.setattr(reader, "all_finite", lambda t: calls.append(1) or real(t))
+
+    class CheckingEngine(SlowEngine):
+        checks_finite_weights = True
+
+        def swap_weights(self, weights):
+            for name, tensor in weights:
+                if not torch.isfinite(tensor).all():
+                    raise RuntimeError(f"swap_weights: {name!r} has NaN or infinite values")
+                self.received.append(name)
+
+    worker = _worker()
+    worker.run(_job())
+    assert len(calls) == TENSORS  # the worker checked every tensor for an engine that does not
+    calls.clear()
+    worker.generator = CheckingEngine()
+    assert worker.run(_job()).ok and calls == []
+    worker.merger = type("NaNMerger", (), {"merge": lambda self, recipe: iter([("w", torch.tensor([float("nan")]))])})()
+    out = worker.run(_job())
+    assert not out.ok and "has NaN or infinite values" in out.reason

@@ -104,6 +104,7 @@ class VLLMGenerator:
     tensor_parallel_size). Call `close()` (or use `with`) to free the engine.
     """
 
+    checks_finite_weights = True  # swap_weights refuses a NaN/inf tensor (`_checked`): workers skip their own check
     name = "vllm"
 
     def __init__(self, model: str | Path, *, dtype: Any = None, device: str | None = None, seed: int = 0,
