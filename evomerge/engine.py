@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 from evomerge.errors import CheckpointError, EvomergeError, RecipeError
 from evomerge.io.staging import staged_output_dir
@@ -26,6 +26,7 @@ from evomerge.io.provenance import RECIPE_FILE, load_recipe_file, write_merge_me
 from evomerge.io.reader import CheckpointSet, check_finite
 from evomerge.io.safetensors_format import OUTPUT_DTYPES
 from evomerge.io.writer import PlannedTensor, ShardPlan, ShardWriter, parse_size
+from evomerge.memory_plan import workspace_numel
 from evomerge.recipe import MergeRecipe, MergeRule
 from evomerge.io.staging import refuse_output_over_inputs
 
@@ -122,10 +123,8 @@ def _finish_operands(
     the task vectors (x - 0 is x, bit for bit, -0 and NaN included): the zero row is neither summed
     nor subtracted, two passes fewer (a fifth of a base-less linear merge's time at 0.5B).
     `check=False`: the caller checks the merged tensor instead (`MethodSpec.nonfinite_propagates`) and
-    calls `_check_rows` when that is not finite.
+    calls `CheckpointSource.check_operands` when that is not finite.
     """
-    import torch
-
     has_base = files[0] is not None
     if check:
         _check_rows(rows if has_base else rows[1:], name, files if has_base else files[1:])
@@ -160,14 +159,13 @@ class CheckpointSource:
         self.fingerprint = inputs.fingerprint
         self.n_operands = len(inputs.models) + 1
         floats = [i for i in inputs.reference.tensors.values() if i.is_float]
-        max_numel = max((i.numel for i in floats), default=0)
-        if workspace_bytes is not None:
-            max_numel = min(max_numel, max(workspace_bytes // (4 * self.n_operands), 1))
+        # one operand row: the largest tensor, or a row block of `workspace_bytes` (the memory plan's formula)
+        numel = workspace_numel(len(inputs.models), max((i.numel for i in floats), default=0), workspace_bytes,
+                                blockable=True)
         # a GPU's rows are filled through a pinned staging buffer; CPU rows straight from memory maps
         self._staging_bytes = 0 if device.type == "cpu" else max(
             (c.tensors[i.name].nbytes for c in inputs.all for i in floats), default=0)
-        self.workspace = Workspace(self.n_operands, max_numel, device, staging_bytes=self._staging_bytes)
-        self._workspace_numel = max_numel
+        self.workspace = Workspace(self.n_operands, numel, device, staging_bytes=self._staging_bytes)
 
     def is_float(self, name: str) -> bool:
         return self.inputs.reference.tensors[name].is_float
@@ -187,10 +185,9 @@ class CheckpointSource:
             per_row = inputs.reference.tensors[name].numel // max(shape[0], 1)
             span, block_shape = (rows[0] * per_row, rows[1] * per_row), (rows[1] - rows[0], *shape[1:])
         numel = span[1] - span[0]
-        if numel > self._workspace_numel:  # a whole tensor whose rule cannot be blocked: grow, once
+        if numel > self.workspace.numel:  # a whole tensor whose rule cannot be blocked: grow, once
             self.workspace = None  # the old buffer is freed before the larger one is allocated
             self.workspace = Workspace(self.n_operands, numel, self.device, staging_bytes=self._staging_bytes)
-            self._workspace_numel = numel
         ws = self.workspace
         block = ws.rows(numel)
         sources = [inputs.base, *inputs.models]
@@ -215,13 +212,9 @@ class CheckpointSource:
         """After a merge from unchecked operands came out non-finite: name the input file that holds a
         NaN or inf (the operands as `block_operands` returned them, task vectors: a non-finite weight or
         base entry stays non-finite in them). Returns when they are all finite (the merge overflowed)."""
-        import torch
-
-        files = self._files(name)
-        rows = torch.stack([base.reshape(-1), *[d.reshape(-1) for d in deltas]])
-        if files[0] is None:
-            rows, files = rows[1:], files[1:]
-        _check_rows(rows, name, files)
+        for operand, file in zip([base, *deltas], self._files(name)):
+            if file is not None:  # None: the zero base of a base-less recipe
+                check_finite(operand, file, name)
 
     def operands(self, name):
         return self.block_operands(name, None)
@@ -423,11 +416,12 @@ def merge_to_disk(
         _overlaps_for(rules, _BlocksAsTensors(source, block_bytes, n_operands), cache, progress)
         with staged_output_dir(out_dir, overwrite) as staging:
             writer = ShardWriter(staging, plan)
-            behind = _WriteBehind(writer, getattr(torch, out_dtype), dev)
+            torch_dtype = getattr(torch, out_dtype)
+            behind = _WriteBehind(writer, torch_dtype, dev)
             bar = tqdm(total=len(names), desc="merging", unit="tensor", disable=not progress)
             try:
                 for name, rows, merged in merged_blocks(source, recipe, cache, block_bytes, n_operands, names, helpers,
-                                                        cast_to=getattr(torch, out_dtype)):
+                                                        cast_to=torch_dtype):
                     behind.write(name, merged)
                     del merged
                     if rows is None or rows[1] == source.shape(name)[0]:

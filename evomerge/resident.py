@@ -16,7 +16,7 @@ from evomerge.engine import OverlapCache, Workspace, output_dtype, resolve_devic
 from evomerge.errors import CheckpointError, RecipeError
 from evomerge.input_stores import CompactStore, DeviceStore, InputStore, MappedStore, tensor_nbytes
 from evomerge.io.reader import CheckpointSet
-from evomerge.memory_plan import workspace_bound
+from evomerge.memory_plan import workspace_bound, workspace_numel
 from evomerge.recipe import MergeRecipe
 from evomerge.row_blocks import merged_blocks, row_numel
 
@@ -82,8 +82,8 @@ class ResidentMerger:
         if keep == "float32" and placement != "device":
             raise ValueError(f"keep='float32' stores float32 task vectors on the device; placement {placement!r} "
                              "keeps the stored dtype (use keep='native')")
-        if workspace_bytes != "auto" and workspace_bytes is not None and (
-                isinstance(workspace_bytes, str) or workspace_bytes <= 0):
+        if not (workspace_bytes is None or workspace_bytes == "auto"
+                or (isinstance(workspace_bytes, int) and workspace_bytes > 0)):
             raise ValueError(f"workspace_bytes must be positive, None or 'auto', got {workspace_bytes!r}")
         self.device = resolve_device(device)
         workspace_bytes = workspace_bound(workspace_bytes, self.device.type)
@@ -117,9 +117,10 @@ class ResidentMerger:
             self.workspace_bytes = self._n_operands * 4 * max(max_numel, 1)
         else:
             self.workspace_bytes = workspace_bytes
-        self._workspace_numel = 0 if keep == "float32" else min(
-            max_numel, max(self.workspace_bytes // (4 * self._n_operands), 1))
-        self.workspace = Workspace(self._n_operands if keep == "native" else 0, self._workspace_numel, self.device)
+        # keep float32: the resident task vectors are the operands, no workspace
+        numel = 0 if keep == "float32" else workspace_numel(len(self.model_paths), max_numel, self.workspace_bytes,
+                                                            blockable=True)
+        self.workspace = Workspace(self._n_operands if keep == "native" else 0, numel, self.device)
 
     # BlockSource (evomerge.row_blocks)
     def is_float(self, name: str) -> bool:
@@ -139,8 +140,7 @@ class ResidentMerger:
             base, models = self._store.float32_views(name, span)
             return base.view(block_shape), [m.view(block_shape) for m in models]
         numel = span[1] - span[0]
-        if numel > self._workspace_numel:  # a whole tensor whose rule cannot be blocked: grow (see class doc)
-            self._workspace_numel = numel
+        if numel > self.workspace.numel:  # a whole tensor whose rule cannot be blocked: grow (see class doc)
             self.workspace = Workspace(0, 0, self.device)  # free the old buffer before the larger one
             self.workspace = Workspace(self._n_operands, numel, self.device)
         rows_ = self.workspace.rows(numel)

@@ -106,7 +106,7 @@ def _tensor_overlap(source: BlockSource, name: str, rule: MergeRule, blocks: lis
     from evomerge.taskvectors import overlap_counts
 
     spec = get_method(rule.method)
-    if spec.global_overlap_param is None or rule.parameters.get("rho_scope") != "tensor":
+    if not _counts_within_tensor(rule):
         return None
     epsilon = float(rule.parameters[spec.global_overlap_param])
     total = None
@@ -176,15 +176,11 @@ def merged_blocks(
             rule = rules[name]
             blockable = rule_row_blockable(rule)
             blocks = row_blocks(source.shape(name), n_operands, workspace_bytes) if blockable else None
-            first_pass = blocks is not None and _has_first_pass(rule)
-            if pool is None or first_pass or not blockable:
-                if pool is not None:  # `source` is needed alone (its workspace must be free), with every thread
-                    yield from pool.drain()
-                    pool.alone()
-                tensor_overlap = _tensor_overlap(source, name, rule, blocks) if blocks else None
-                statistics = _block_statistics(source, name, rule, blocks) if blocks else None
-            else:
-                tensor_overlap = statistics = None
+            if pool is not None and (not blockable or (blocks is not None and _has_first_pass(rule))):
+                yield from pool.drain()  # `source` is needed alone (its workspace must be free), with every thread
+                pool.alone()
+            tensor_overlap = _tensor_overlap(source, name, rule, blocks) if blocks else None
+            statistics = _block_statistics(source, name, rule, blocks) if blocks else None
             if pool is None or not blockable:
                 for rows in blocks or [None]:
                     merged = merge_block(source, name, rows, rule, tensor_overlap, statistics)
@@ -201,10 +197,14 @@ def merged_blocks(
             pool.close()
 
 
+def _counts_within_tensor(rule: MergeRule) -> bool:
+    """RAM+ with rho_scope 'tensor': its counts are the whole tensor's, gathered first (`_tensor_overlap`)."""
+    return get_method(rule.method).global_overlap_param is not None and rule.parameters.get("rho_scope") == "tensor"
+
+
 def _has_first_pass(rule: MergeRule) -> bool:
-    spec = get_method(rule.method)
-    return spec.block_statistics is not None or (
-        spec.global_overlap_param is not None and rule.parameters.get("rho_scope") == "tensor")
+    """A blocked tensor of this rule needs a first pass over its blocks (`_tensor_overlap`, `_block_statistics`)."""
+    return get_method(rule.method).block_statistics is not None or _counts_within_tensor(rule)
 
 
 class _BlockPool:

@@ -10,7 +10,7 @@ from evomerge.search.additive import (AdditiveOptimizer, _Features, _rff_gram, c
                                       merge_key, posterior_weights)
 from evomerge.search.gp import canonical_genome
 
-from test_optimizers import MODELS, drive, finish, space
+from test_optimizers import MODELS, assert_seeded_and_canonical, drive, finish, space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -22,17 +22,7 @@ def make(sp, seed, storage=None, population=4, settings=None, n_obj=2):
 
 
 def test_same_seed_same_candidates_other_seed_others_and_genomes_canonical():
-    sp = space()
-    runs = []
-    for seed in (3, 3, 4):
-        study, opt = make(sp, seed)
-        runs.append(drive(opt, study, sp, 14))
-    assert runs[0] == runs[1] and runs[0] != runs[2]
-    study, _ = make(sp, 3)
-    for _, values in runs[0]:  # start-up draws and model proposals alike: unpicked methods' genes at their midpoint
-        assert canonical_genome(sp, values) == values
-        sp.check(values)
-    assert len({v["g0.method"] for _, v in runs[0]}) > 1  # the categorical method gene is searched
+    assert_seeded_and_canonical(make, space(), 14)
 
 
 def test_the_compact_feature_gram_equals_the_dense_one():

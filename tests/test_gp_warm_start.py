@@ -17,7 +17,7 @@ from evomerge.search.warm_start import (WarmCandidate, WarmStartOptimizer, expre
                                         reference_candidates)
 
 import search_helpers as sh
-from test_optimizers import drive, objectives, space
+from test_optimizers import assert_seeded_and_canonical, drive, objectives, space
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -33,16 +33,7 @@ def make_gp(sp, seed, storage=None, n_trials=0, settings=FAST, population=3):
 
 
 def test_gp_same_seed_same_candidates_and_canonical_genomes():
-    sp = space()
-    runs = []
-    for seed in (3, 3, 4):
-        study, opt = make_gp(sp, seed)
-        runs.append(drive(opt, study, sp, 9))
-    assert runs[0] == runs[1] and runs[0] != runs[2]
-    for _, values in runs[0]:  # start-up draws and GP proposals alike: unpicked methods' genes at their midpoint
-        assert canonical_genome(sp, values) == values
-        sp.check(values)
-    assert len({v["g0.method"] for _, v in runs[0]}) > 1
+    assert_seeded_and_canonical(make_gp, space(), 9)
 
 
 def test_canonical_genome_keeps_the_merge():

@@ -65,6 +65,25 @@ def drive(opt, study, sp, n, fail=()):
     return seen
 
 
+def assert_seeded_and_canonical(make, sp, n):
+    """For a model-based optimizer over the method_per_layer space (`make(sp, seed)` -> (study, optimizer)): the
+    same seed proposes the same candidates and another seed others; start-up draws and model proposals alike
+    leave unpicked methods' genes at their midpoint (canonical genomes), and the categorical method gene is
+    searched. Returns the first run."""
+    from evomerge.search.gp import canonical_genome
+
+    runs = []
+    for seed in (3, 3, 4):
+        study, opt = make(sp, seed)
+        runs.append(drive(opt, study, sp, n))
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    for _, values in runs[0]:
+        assert canonical_genome(sp, values) == values
+        sp.check(values)
+    assert len({v["g0.method"] for _, v in runs[0]}) > 1
+    return runs[0]
+
+
 @pytest.mark.parametrize("name", ["nsga2", "nsga3", "tpe", "random", "cmaes"])
 def test_same_seed_same_candidates(name):
     sp = space()
